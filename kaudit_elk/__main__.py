@@ -1,0 +1,3 @@
+from kaudit_elk.cli import main
+
+main()
