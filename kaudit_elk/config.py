@@ -29,7 +29,9 @@ class Settings:
     verify_certs: bool = True
     timeout: float = 30.0
     cluster: str = "default"
-    namespace: str = "default"
+    # Data stream namespace: logs-kubernetes.audit_logs-<namespace>. Not "default", so that
+    # Elastic's own Kubernetes integration (namespace "default") keeps its stream and template.
+    namespace: str = "kaudit"
 
     def redacted(self) -> dict[str, Any]:
         """Settings as a dict with secrets masked (safe to print)."""

@@ -8,6 +8,7 @@ capabilities. Everything else talks to the engine through :class:`Engine`.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import ssl
 import urllib.error
@@ -156,43 +157,72 @@ def _auth_headers(settings: Settings) -> dict[str, str]:
     return {}
 
 
-def probe(settings: Settings) -> EngineInfo:
-    """``GET /`` with plain HTTP: works for both flavors and gives precise connection errors."""
-    url = settings.url.rstrip("/") + "/"
-    if not url.startswith(("http://", "https://")):
-        raise EngineError(f"engine URL must start with http:// or https://, got {settings.url!r}")
+def _http_get(settings: Settings, path: str) -> tuple[int, dict[str, str], bytes]:
+    """Plain GET used before a client exists; maps connection problems to precise EngineErrors."""
+    url = settings.url.rstrip("/") + path
     req = urllib.request.Request(url, headers={"Accept": "application/json", **_auth_headers(settings)})
     ctx = _ssl_context(settings) if url.startswith("https://") else None
     try:
         with urllib.request.urlopen(req, timeout=settings.timeout, context=ctx) as resp:
-            raw = resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
             what = "authentication failed" if exc.code == 401 else "permission denied"
             raise EngineError(
                 f"{settings.url}: {what} (HTTP {exc.code}); check --username/--password or --api-key"
             ) from None
-        raise EngineError(f"{settings.url}: GET / failed with HTTP {exc.code}") from None
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
     except urllib.error.URLError as exc:
         reason = exc.reason
-        if isinstance(reason, ssl.SSLError) or "SSL" in type(reason).__name__:
+        text = str(reason)
+        if isinstance(reason, ssl.SSLError):
             hint = (
                 "the server does not speak TLS; use http://"
-                if "WRONG_VERSION_NUMBER" in str(reason) or "wrong version number" in str(reason)
+                if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text
                 else "give --ca-certs with the cluster's CA, or --no-verify-certs for a throwaway sandbox"
             )
             raise EngineError(f"{settings.url}: TLS failure ({reason}); {hint}") from None
         raise EngineError(f"{settings.url}: cannot connect ({reason})") from None
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        text = str(exc)
-        if "BadStatusLine" in type(exc).__name__ or "Remote end closed" in text or "\\x15\\x03" in text:
-            raise EngineError(f"{settings.url}: the server speaks TLS; use https://") from None
+    except (ConnectionError, TimeoutError, OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, (http.client.BadStatusLine, http.client.RemoteDisconnected)):
+            raise EngineError(f"{settings.url}: the server closed the connection; if it speaks TLS, use https://") from None
         raise EngineError(f"{settings.url}: cannot connect ({exc})") from None
+
+
+def _json(settings: Settings, path: str, raw: bytes) -> Any:
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
-        raise EngineError(f"{settings.url}: GET / did not return JSON; is this an Elasticsearch/OpenSearch URL?") from None
-    return parse_info(body)
+        raise EngineError(
+            f"{settings.url}: GET {path} did not return JSON; is this an Elasticsearch/OpenSearch URL?"
+        ) from None
+
+
+def probe(settings: Settings) -> EngineInfo:
+    """Identify the engine with plain HTTP: works for both flavors and gives precise connection errors.
+
+    ``GET /`` is tried first. Elasticsearch builds without the ``rest-root`` module (e.g. the
+    integ-test zip since 8.12) do not serve it, so ``GET /_nodes/_local`` is the fallback; there
+    the ``X-Elastic-Product`` header tells Elasticsearch from OpenSearch.
+    """
+    if not settings.url.startswith(("http://", "https://")):
+        raise EngineError(f"engine URL must start with http:// or https://, got {settings.url!r}")
+    status, headers, raw = _http_get(settings, "/")
+    if status == 200:
+        return parse_info(_json(settings, "/", raw))
+    if status not in (404, 405):
+        raise EngineError(f"{settings.url}: GET / failed with HTTP {status}")
+    path = "/_nodes/_local?filter_path=cluster_name,nodes.*.version,nodes.*.build_flavor"
+    status, headers, raw = _http_get(settings, path)
+    if status != 200:
+        raise EngineError(f"{settings.url}: neither GET / nor GET /_nodes/_local answered (HTTP {status})")
+    body = _json(settings, path, raw)
+    node = next(iter((body.get("nodes") or {}).values()), {})
+    version: dict[str, Any] = {"number": node.get("version", "")}
+    if headers.get("x-elastic-product") != "Elasticsearch":
+        version["distribution"] = "opensearch"
+    version["build_flavor"] = node.get("build_flavor")
+    return parse_info({"version": version, "cluster_name": body.get("cluster_name", "")})
 
 
 @dataclass

@@ -1,0 +1,293 @@
+"""The one declaration of how a raw audit Event becomes an indexed document.
+
+Both executions are derived from the tables below (design decision 4):
+
+* ``kaudit_elk.normalize`` (client side: ``ingest``, ``serve``, ``scan``) walks them in Python;
+* ``kaudit_elk.pipeline`` hands them to one painless script as ``params``, so the server-side
+  ingest pipeline reads the same copy list, verb/category tables and pod-spec locations.
+
+The index template generator reads :data:`TYPED_FIELDS` (dotted name -> mapping type),
+:data:`FLAT_FIELDS` (whole sub-trees mapped ``flattened`` on Elasticsearch / ``flat_object`` on
+OpenSearch) and :data:`KEYWORD_OBJECTS` (objects whose dedotted keys map as ``keyword``).
+Anything else in ``_source`` (legacy ``timestamp``/``metadata``, vendor extras) is kept but not
+indexed (``dynamic: false``).
+
+Document shape, in short:
+
+``kubernetes.audit.*``
+    The raw Event with its own field names (Elastic integration compatible). Annotation keys
+    and ``user.extra`` / ``impersonatedUser.extra`` keys are dedotted (``.`` -> ``_``);
+    ``metadata.managedFields`` is removed from both bodies; a body that is not a JSON object
+    (a JSON-Patch array) is wrapped as ``{"json_patch": [...]}`` (any other scalar as
+    ``{"value": ...}``) so the flattened mapping always gets an object.
+``kaudit.*``
+    Typed copies of security-relevant body paths (see :data:`KAUDIT_FIELDS`), extracted before
+    any truncation so that they survive it.
+ECS
+    ``@timestamp``, ``event.*``, ``user.*``, ``source.ip``, ``related.*``, ``url.*``,
+    ``http.response.status_code``, ``user_agent.original``, ``orchestrator.*``, ``cloud.provider``.
+
+Decisions (written down because rules and dashboards depend on them):
+
+* ``@timestamp`` = ``requestReceivedTimestamp``, falling back to ``stageTimestamp``, the legacy
+  v1beta1 ``timestamp``, then ``metadata.creationTimestamp``. All dates are rewritten to
+  ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC, microseconds); a timestamp without a zone is UTC.
+  ``event.start``/``event.end`` are request/stage time, ``event.duration`` is their
+  difference in nanoseconds.
+* ``source.ip`` = the first *valid* IP of ``sourceIPs`` (the originating client as the apiserver
+  saw it; note that leading entries come from ``X-Forwarded-For``); ``related.ip`` = every valid
+  IP. Strings that are not IPs are left out of both (they would reject the document).
+* ``user.*`` is the authenticated user; ``user.group.name`` holds the Kubernetes groups.
+  When ``impersonatedUser`` is set, the identity the request ran as goes to ``user.effective.*``.
+  ``related.user`` = usernames and uids of both, de-duplicated.
+* ``event.outcome``: ``failure`` when the authorizer said ``forbid`` or the response code is
+  >= 400; ``success`` when the code is < 400, or there is no code and the decision is ``allow``.
+* ``event.type`` gets ``allowed``/``denied`` from the decision (``denied`` also for 401/403).
+* ``orchestrator.api_version`` is the object's ``group/version`` (``v1`` for the core group).
+* ``kaudit.pod.*`` fields are extracted from every pod spec found in ``requestObject`` and
+  ``responseObject`` (pods, workload templates, cronjob job templates, pod templates), request
+  body first, containers then initContainers then ephemeralContainers. Booleans are ``true``
+  when *any* container/body says so; lists are de-duplicated in first-seen order. They are
+  present only when a pod spec was found (whatever the verb).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+ECS_VERSION: Final = "8.11.0"
+EVENT_DATASET: Final = "kubernetes.audit_logs"
+EVENT_MODULE: Final = "kubernetes"
+
+#: Key under which ``envelopes.decode`` attaches envelope facts to an Event (popped by normalize).
+ENVELOPE_KEY: Final = "_kaudit_envelope"
+
+#: Expected JSON types of known raw Event fields; a mismatch is a NormalizeError (dead letter).
+RAW_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "kind": (str,),
+    "apiVersion": (str,),
+    "level": (str,),
+    "auditID": (str,),
+    "stage": (str,),
+    "requestURI": (str,),
+    "verb": (str,),
+    "userAgent": (str,),
+    "user": (dict,),
+    "impersonatedUser": (dict,),
+    "sourceIPs": (list,),
+    "objectRef": (dict,),
+    "responseStatus": (dict,),
+    "annotations": (dict,),
+    "requestReceivedTimestamp": (str,),
+    "stageTimestamp": (str,),
+    "timestamp": (str,),
+}
+
+#: Timestamp sources for ``@timestamp``/``event.start``, first present wins.
+TIMESTAMP_SOURCES: Final = (
+    ("requestReceivedTimestamp",),
+    ("stageTimestamp",),
+    ("timestamp",),
+    ("metadata", "creationTimestamp"),
+)
+
+#: Keys removed from request/response bodies (path inside the body).
+DROPPED_BODY_PATHS: Final = (("metadata", "managedFields"),)
+
+#: Objects whose keys are dedotted ("." -> "_") inside kubernetes.audit.
+DEDOTTED_OBJECTS: Final = (("annotations",), ("user", "extra"), ("impersonatedUser", "extra"))
+
+#: Plain copies: raw Event path -> document field (only when the raw value is present and not null).
+COPIES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
+    (("verb",), "event.action"),
+    (("user", "username"), "user.name"),
+    (("user", "uid"), "user.id"),
+    (("user", "groups"), "user.group.name"),
+    (("impersonatedUser", "username"), "user.effective.name"),
+    (("impersonatedUser", "uid"), "user.effective.id"),
+    (("impersonatedUser", "groups"), "user.effective.group.name"),
+    (("userAgent",), "user_agent.original"),
+    (("responseStatus", "code"), "http.response.status_code"),
+    (("requestURI",), "url.original"),
+    (("objectRef", "namespace"), "orchestrator.namespace"),
+    (("objectRef", "resource"), "orchestrator.resource.type"),
+    (("objectRef", "name"), "orchestrator.resource.name"),
+)
+
+#: Constants set on every document.
+CONSTANTS: Final[dict[str, str]] = {
+    "event.kind": "event",
+    "event.module": EVENT_MODULE,
+    "event.dataset": EVENT_DATASET,
+    "orchestrator.type": "kubernetes",
+    "ecs.version": ECS_VERSION,
+}
+
+# ---- event.category / event.type ------------------------------------------------------------
+IAM_RESOURCES: Final = frozenset(
+    {
+        "roles", "clusterroles", "rolebindings", "clusterrolebindings", "serviceaccounts",
+        "tokenreviews", "subjectaccessreviews", "selfsubjectaccessreviews",
+        "selfsubjectrulesreviews", "localsubjectaccessreviews", "selfsubjectreviews",
+        "certificatesigningrequests", "users", "groups", "userextras", "uids",
+    }
+)
+EXEC_SUBRESOURCES: Final = frozenset({"exec", "attach"})
+VERB_TYPES: Final[dict[str, str]] = {
+    "create": "creation",
+    "update": "change",
+    "patch": "change",
+    "delete": "deletion",
+    "deletecollection": "deletion",
+    "get": "access",
+    "list": "access",
+    "watch": "access",
+}
+WRITE_VERBS: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+# ---- typed security allow-list (kaudit.*) ---------------------------------------------------
+#: Where pod specs live inside a body (first match wins per body).
+POD_SPEC_PATHS: Final = (
+    ("spec",),  # Pod (recognised by spec.containers)
+    ("spec", "template", "spec"),  # Deployment, DaemonSet, StatefulSet, ReplicaSet, Job
+    ("spec", "jobTemplate", "spec", "template", "spec"),  # CronJob
+    ("template", "spec"),  # PodTemplate
+)
+CONTAINER_LISTS: Final = ("containers", "initContainers", "ephemeralContainers")
+HOST_NAMESPACE_FLAGS: Final = (
+    ("hostNetwork", "kaudit.pod.host_network"),
+    ("hostPID", "kaudit.pod.host_pid"),
+    ("hostIPC", "kaudit.pod.host_ipc"),
+)
+
+#: kaudit.* fields with their mapping types (documented meaning in the comments).
+KAUDIT_FIELDS: Final[dict[str, str]] = {
+    "kaudit.pod.privileged": "boolean",  # any container securityContext.privileged
+    "kaudit.pod.allow_privilege_escalation": "boolean",  # any container sets it to true explicitly
+    "kaudit.pod.host_network": "boolean",
+    "kaudit.pod.host_pid": "boolean",
+    "kaudit.pod.host_ipc": "boolean",
+    "kaudit.pod.host_path": "keyword",  # volumes[].hostPath.path
+    "kaudit.pod.host_ports": "long",  # containers[].ports[].hostPort
+    "kaudit.pod.capabilities_add": "keyword",  # containers[].securityContext.capabilities.add
+    "kaudit.pod.images": "keyword",
+    "kaudit.pod.run_as_user": "long",  # pod and container securityContext.runAsUser values
+    "kaudit.pod.service_account": "keyword",  # serviceAccountName (or legacy serviceAccount)
+    "kaudit.rbac.verbs": "keyword",  # union over rules[]
+    "kaudit.rbac.resources": "keyword",
+    "kaudit.rbac.api_groups": "keyword",
+    "kaudit.rbac.resource_names": "keyword",
+    "kaudit.rbac.non_resource_urls": "keyword",
+    "kaudit.rbac.role_ref.kind": "keyword",
+    "kaudit.rbac.role_ref.name": "keyword",
+    "kaudit.rbac.subjects.kind": "keyword",
+    "kaudit.rbac.subjects.name": "keyword",
+    "kaudit.service.type": "keyword",  # services only
+    "kaudit.exec.command": "keyword",  # decoded command= params of exec/attach URIs, space-joined
+    "kaudit.exec.container": "keyword",
+    "kaudit.body.truncated": "boolean",  # set (true) only when a body or a leaf was cut
+    "kaudit.body.original_bytes": "long",  # serialized size of both bodies before truncation
+    "kaudit.envelope.format": "keyword",  # aks | eks | gke (absent for native events)
+    "kaudit.envelope.resource_id": "keyword",  # AKS resourceId
+    "kaudit.envelope.category": "keyword",  # AKS kube-audit / kube-audit-admin
+    "kaudit.envelope.project_id": "keyword",  # GKE resource.labels.project_id
+    "kaudit.envelope.location": "keyword",  # GKE resource.labels.location
+    "kaudit.envelope.log_group": "keyword",  # EKS CloudWatch log group
+    "kaudit.envelope.log_stream": "keyword",  # EKS CloudWatch log stream
+}
+
+#: Service kinds whose spec.type is copied to kaudit.service.type.
+SERVICE_RESOURCES: Final = frozenset({"services"})
+
+#: Marker appended to a string leaf cut at max_value_bytes.
+TRUNCATION_SUFFIX: Final = "...[kaudit:truncated]"
+#: Key of the marker object that replaces an oversized body.
+TRUNCATED_BODY_KEY: Final = "kaudit_truncated"
+
+# ---- mapping types for the index template generator -----------------------------------------
+_RAW_TYPED: dict[str, str] = {
+    "kubernetes.audit.apiVersion": "keyword",
+    "kubernetes.audit.kind": "keyword",
+    "kubernetes.audit.level": "keyword",
+    "kubernetes.audit.auditID": "keyword",
+    "kubernetes.audit.stage": "keyword",
+    "kubernetes.audit.requestURI": "keyword",
+    "kubernetes.audit.verb": "keyword",
+    "kubernetes.audit.userAgent": "keyword",
+    "kubernetes.audit.sourceIPs": "keyword",
+    "kubernetes.audit.requestReceivedTimestamp": "date",
+    "kubernetes.audit.stageTimestamp": "date",
+    "kubernetes.audit.user.username": "keyword",
+    "kubernetes.audit.user.uid": "keyword",
+    "kubernetes.audit.user.groups": "keyword",
+    "kubernetes.audit.impersonatedUser.username": "keyword",
+    "kubernetes.audit.impersonatedUser.uid": "keyword",
+    "kubernetes.audit.impersonatedUser.groups": "keyword",
+    "kubernetes.audit.objectRef.resource": "keyword",
+    "kubernetes.audit.objectRef.namespace": "keyword",
+    "kubernetes.audit.objectRef.name": "keyword",
+    "kubernetes.audit.objectRef.uid": "keyword",
+    "kubernetes.audit.objectRef.apiGroup": "keyword",
+    "kubernetes.audit.objectRef.apiVersion": "keyword",
+    "kubernetes.audit.objectRef.resourceVersion": "keyword",
+    "kubernetes.audit.objectRef.subresource": "keyword",
+    "kubernetes.audit.responseStatus.code": "integer",
+    "kubernetes.audit.responseStatus.status": "keyword",
+    "kubernetes.audit.responseStatus.message": "text",
+    "kubernetes.audit.responseStatus.reason": "keyword",
+    "kubernetes.audit.annotations.authorization_k8s_io/decision": "keyword",
+    "kubernetes.audit.annotations.authorization_k8s_io/reason": "keyword",
+}
+_ECS_TYPED: dict[str, str] = {
+    "@timestamp": "date",
+    "ecs.version": "keyword",
+    "event.kind": "keyword",
+    "event.module": "keyword",
+    "event.dataset": "keyword",
+    "event.category": "keyword",
+    "event.type": "keyword",
+    "event.action": "keyword",
+    "event.outcome": "keyword",
+    "event.start": "date",
+    "event.end": "date",
+    "event.duration": "long",
+    "event.original": "keyword",  # index: false in the template
+    "user.name": "keyword",
+    "user.id": "keyword",
+    "user.group.name": "keyword",
+    "user.effective.name": "keyword",
+    "user.effective.id": "keyword",
+    "user.effective.group.name": "keyword",
+    "user_agent.original": "keyword",
+    "source.ip": "ip",
+    "related.ip": "ip",
+    "related.user": "keyword",
+    "http.response.status_code": "long",
+    "url.original": "keyword",
+    "url.path": "keyword",
+    "url.query": "keyword",
+    "orchestrator.type": "keyword",
+    "orchestrator.cluster.name": "keyword",
+    "orchestrator.namespace": "keyword",
+    "orchestrator.resource.type": "keyword",
+    "orchestrator.resource.name": "keyword",
+    "orchestrator.api_version": "keyword",
+    "cloud.provider": "keyword",
+    "error.message": "keyword",
+}
+
+#: Every typed (non-flattened) field of a document: dotted name -> mapping type.
+TYPED_FIELDS: Final[dict[str, str]] = {**_RAW_TYPED, **_ECS_TYPED, **KAUDIT_FIELDS}
+
+#: Sub-trees mapped ``flattened`` (ES) / ``flat_object`` (OpenSearch): any path is a keyword.
+FLAT_FIELDS: Final = ("kubernetes.audit.requestObject", "kubernetes.audit.responseObject")
+
+#: Objects whose (dedotted) keys should map as keyword through a dynamic template.
+KEYWORD_OBJECTS: Final = (
+    "kubernetes.audit.annotations",
+    "kubernetes.audit.user.extra",
+    "kubernetes.audit.impersonatedUser.extra",
+)
+
+#: Fields only set by the client (envelopes, options); the ingest pipeline does not produce them.
+CLIENT_ONLY_FIELDS: Final = ("cloud.provider", "kaudit.envelope.*", "event.original")

@@ -1,0 +1,152 @@
+"""Alert documents: deterministic ids, severities and the ECS-style fields written to NDJSON/indices."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import orjson
+
+from kaudit_elk.rules.evaluator import first_value
+
+if TYPE_CHECKING:
+    from kaudit_elk.rules.loader import PackRule
+
+SEVERITIES = ("informational", "low", "medium", "high", "critical")
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+_TIME_FIELDS = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
+
+Alert = dict[str, Any]
+
+
+def severity_rank(level: str) -> int:
+    """Order of a severity name (informational=0 … critical=4); unknown names rank as medium."""
+    return _RANK.get(level.lower(), 2)
+
+
+def event_time(event: Mapping[str, Any]) -> float | None:
+    """Event time in epoch seconds (requestReceivedTimestamp, else stageTimestamp, else legacy timestamp)."""
+    for key in _TIME_FIELDS:
+        v = event.get(key)
+        if isinstance(v, str) and v:
+            try:
+                dt = datetime.fromisoformat(v)
+            except ValueError:
+                continue
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            return dt.timestamp()
+    return None
+
+
+def iso(t: float | None) -> str | None:
+    """Epoch seconds → ISO8601 UTC with microseconds and Z."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def alert_id(rule_id: str, audit_ids: Sequence[str], group: Mapping[str, Any] | None = None,
+             window_start: float | None = None) -> str:
+    """Deterministic id: hash of rule id + evidence auditIDs (+ group values and window start)."""
+    parts: list[Any] = [rule_id, sorted(audit_ids)]
+    if group is not None:
+        parts.append(sorted((k, "" if v is None else str(v)) for k, v in group.items()))
+    if window_start is not None:
+        parts.append(iso(window_start))
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:32]
+
+
+def _rule_fields(rule: "PackRule") -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "name": rule.title,
+        "level": rule.level,
+        "description": rule.description,
+        "kind": rule.kind,
+        "audit_level": rule.audit_level,
+    }
+
+
+def single_alert(rule: "PackRule", event: Mapping[str, Any], t: float | None) -> Alert:
+    """Alert for one matching request (one per auditID)."""
+    aid = str(event.get("auditID") or "")
+    obj = event.get("objectRef") or {}
+    alert: Alert = {
+        "@timestamp": iso(t),
+        "rule": _rule_fields(rule),
+        "kaudit": {"alert": {
+            "id": alert_id(rule.id, [aid] if aid else [orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()]),
+            "severity": rule.level,
+            "audit_ids": [aid] if aid else [],
+            "first_event_time": iso(t),
+            "last_event_time": iso(t),
+            "group": {},
+            "count": 1,
+        }},
+        "tags": list(rule.tags),
+        "threat": {"technique": {"id": rule.attack}},
+        "event": {"kind": "alert", "action": event.get("verb")},
+    }
+    user = first_value(event, "user.username")
+    if user is not None:
+        alert["user"] = {"name": user}
+    ip = first_value(event, "sourceIPs")
+    if ip is not None:
+        alert["source"] = {"ip": ip}
+    ua = event.get("userAgent")
+    if ua:
+        alert["user_agent"] = {"original": ua}
+    if isinstance(obj, dict) and obj:
+        orch: dict[str, Any] = {"type": "kubernetes"}
+        if obj.get("namespace"):
+            orch["namespace"] = obj["namespace"]
+        res = obj.get("resource")
+        if res:
+            orch["resource"] = {"type": res + (f"/{obj['subresource']}" if obj.get("subresource") else "")}
+            if obj.get("name"):
+                orch["resource"]["name"] = obj["name"]
+        alert["orchestrator"] = orch
+    status = event.get("responseStatus") or {}
+    alert["kubernetes"] = {"audit": {k: v for k, v in {
+        "auditID": aid or None,
+        "stage": event.get("stage"),
+        "level": event.get("level"),
+        "verb": event.get("verb"),
+        "requestURI": event.get("requestURI"),
+        "objectRef": obj or None,
+        "responseStatus": {"code": status.get("code")} if isinstance(status, dict) and "code" in status else None,
+    }.items() if v is not None}}
+    return alert
+
+
+def group_alert(rule: "PackRule", group: Mapping[str, Any], evidence: Sequence[tuple[float, str]],
+                extra: Mapping[str, Any] | None = None) -> Alert:
+    """Alert for a correlation window: evidence is [(event time, auditID)]."""
+    times = [t for t, _ in evidence]
+    ids = [a for _, a in evidence if a]
+    start = min(times) if times else None
+    alert: Alert = {
+        "@timestamp": iso(max(times) if times else None),
+        "rule": _rule_fields(rule),
+        "kaudit": {"alert": {
+            "id": alert_id(rule.id, ids, group, start),
+            "severity": rule.level,
+            "audit_ids": sorted(set(ids)),
+            "first_event_time": iso(start),
+            "last_event_time": iso(max(times) if times else None),
+            "group": dict(group),
+            "count": len(evidence),
+            **dict(extra or {}),
+        }},
+        "tags": list(rule.tags),
+        "threat": {"technique": {"id": rule.attack}},
+        "event": {"kind": "alert"},
+    }
+    for field, target in (("user.username", "user"), ("sourceIPs", "source")):
+        if group.get(field) is not None:
+            alert[target] = {"name" if target == "user" else "ip": group[field]}
+    if group.get("objectRef.namespace") is not None:
+        alert["orchestrator"] = {"type": "kubernetes", "namespace": group["objectRef.namespace"]}
+    return alert

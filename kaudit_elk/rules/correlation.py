@@ -1,0 +1,198 @@
+"""Event-time correlation (Sigma event_count, value_count, temporal, temporal_ordered) and new-terms.
+
+Each correlation keeps per-group state. ``gt``/``gte`` conditions slide over the stream and fire as
+soon as the window holds enough evidence; ``lt``/``lte``/``eq`` can only be decided once a window
+closes, so they use tumbling windows that start at a group's first event. After an alert the group's
+state is cleared: one alert per correlation window per group.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from sigma.correlations import SigmaCorrelationConditionOperator as Op
+from sigma.correlations import SigmaCorrelationRule, SigmaCorrelationType
+
+from kaudit_elk.rules.alerts import Alert, group_alert
+from kaudit_elk.rules.evaluator import field_getter
+from kaudit_elk.rules.loader import PackRule
+
+_MAX_CHAINS = 256
+_OPS: dict[Op, Callable[[int, int], bool]] = {
+    Op.GT: lambda a, b: a > b,
+    Op.GTE: lambda a, b: a >= b,
+    Op.LT: lambda a, b: a < b,
+    Op.LTE: lambda a, b: a <= b,
+    Op.EQ: lambda a, b: a == b,
+}
+
+
+def _norm(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
+
+
+@dataclass(slots=True)
+class _Group:
+    items: deque = field(default_factory=deque)  # (t, auditID, value, rule index)
+    start: float | None = None
+    chains: list = field(default_factory=list)  # temporal_ordered: [start, next step, evidence]
+
+
+class Correlator:
+    """Runs one Sigma correlation rule over matches of its base rules, in event time."""
+
+    def __init__(self, rule: PackRule) -> None:
+        sigma = rule.sigma
+        assert isinstance(sigma, SigmaCorrelationRule)
+        self.rule = rule
+        self.type = sigma.type
+        self.span = float(sigma.timespan.seconds)
+        self.group_by = list(sigma.group_by or [])
+        self.base_ids: list[str] = []
+        self.base_names: list[str | None] = []
+        for ref in sigma.rules:
+            self.base_ids.append(str(ref.rule.id) if hasattr(ref.rule, "id") else str(ref.reference))
+            self.base_names.append(getattr(ref.rule, "name", None))
+        cond = sigma.condition
+        self.op = cond.op if cond is not None else Op.GTE
+        self.count = int(cond.count) if cond is not None and cond.count is not None else len(self.base_ids)
+        self.fieldref = cond.fieldref if cond is not None else None
+        self.sliding = self.op in (Op.GT, Op.GTE)
+        # group-by getters per base rule, honouring field aliases
+        aliases = getattr(sigma.aliases, "aliases", {}) or {}
+        self._getters: list[list[Callable[[Any], list[Any]]]] = []
+        for i, rid in enumerate(self.base_ids):
+            gets = []
+            for g in self.group_by:
+                path = g
+                alias = aliases.get(g)
+                if alias is not None:
+                    for ref, fld in alias.mapping.items():
+                        if ref.reference in (rid, self.base_names[i]):
+                            path = fld
+                gets.append(field_getter(path))
+            self._getters.append(gets)
+        self._value_get = field_getter(self.fieldref) if self.fieldref else None
+        self.groups: dict[tuple, _Group] = {}
+
+    def indexes_of(self, rule_id: str) -> list[int]:
+        return [i for i, r in enumerate(self.base_ids) if r == rule_id]
+
+    def _group_key(self, idx: int, event: Mapping[str, Any]) -> tuple:
+        out = []
+        for get in self._getters[idx]:
+            vals = get(event)
+            out.append(_norm(vals[0]) if vals else None)
+        return tuple(out)
+
+    def _alert(self, key: tuple, evidence: list[tuple[float, str]], extra: Mapping[str, Any] | None = None) -> Alert:
+        return group_alert(self.rule, dict(zip(self.group_by, key)), evidence, extra)
+
+    def feed(self, idx: int, event: Mapping[str, Any], t: float, audit_id: str) -> list[Alert]:
+        """A match of base rule number ``idx``; returns alerts (usually none)."""
+        key = self._group_key(idx, event)
+        grp = self.groups.get(key)
+        if grp is None:
+            grp = self.groups[key] = _Group()
+        value = None
+        if self._value_get is not None:
+            vals = self._value_get(event)
+            value = _norm(vals[0]) if vals else None
+            if value is None:
+                return []
+        if self.type == SigmaCorrelationType.TEMPORAL_ORDERED:
+            return self._ordered(key, grp, idx, t, audit_id)
+        out: list[Alert] = []
+        if not self.sliding and grp.start is not None and t > grp.start + self.span:
+            out += self._close(key, grp)
+            grp = self.groups.setdefault(key, _Group())
+        if grp.start is None:
+            grp.start = t
+        items = grp.items
+        items.append((t, audit_id, value, idx))
+        if self.sliding:
+            while items and items[0][0] < t - self.span:
+                items.popleft()
+            if self._satisfied(items):
+                out.append(self._alert(key, [(x[0], x[1]) for x in items], self._extra(items)))
+                del self.groups[key]
+        return out
+
+    def _measure(self, items: deque) -> int:
+        if self.type == SigmaCorrelationType.EVENT_COUNT:
+            return len(items)
+        if self.type == SigmaCorrelationType.VALUE_COUNT:
+            return len({x[2] for x in items})
+        return len({x[3] for x in items})  # temporal: distinct base rules seen
+
+    def _satisfied(self, items: deque) -> bool:
+        return _OPS[self.op](self._measure(items), self.count)
+
+    def _extra(self, items: deque) -> dict[str, Any]:
+        extra: dict[str, Any] = {"correlation": {"type": self.type.name.lower(), "measure": self._measure(items)}}
+        if self.type == SigmaCorrelationType.VALUE_COUNT:
+            extra["correlation"]["values"] = sorted({str(x[2]) for x in items})[:50]
+        return extra
+
+    def _close(self, key: tuple, grp: _Group) -> list[Alert]:
+        self.groups.pop(key, None)
+        if grp.items and self._satisfied(grp.items):
+            return [self._alert(key, [(x[0], x[1]) for x in grp.items], self._extra(grp.items))]
+        return []
+
+    def _ordered(self, key: tuple, grp: _Group, idx: int, t: float, audit_id: str) -> list[Alert]:
+        grp.chains = [c for c in grp.chains if t - c[0] <= self.span]
+        n = len(self.base_ids)
+        for chain in sorted(grp.chains, key=lambda c: c[0]):
+            if chain[1] == idx and t >= chain[2][-1][0]:
+                chain[1] += 1
+                chain[2].append((t, audit_id))
+                if chain[1] == n:
+                    del self.groups[key]
+                    return [self._alert(key, chain[2], {"correlation": {"type": "temporal_ordered", "measure": n}})]
+                return []
+        if idx == 0:
+            grp.chains.append([t, 1, [(t, audit_id)]])
+            if len(grp.chains) > _MAX_CHAINS:
+                grp.chains.pop(0)
+        return []
+
+    def flush(self) -> list[Alert]:
+        """End of stream: decide the still-open tumbling windows."""
+        out: list[Alert] = []
+        if not self.sliding and self.type != SigmaCorrelationType.TEMPORAL_ORDERED:
+            for key, grp in list(self.groups.items()):
+                out += self._close(key, grp)
+        self.groups.clear()
+        return out
+
+
+class NewTermsTracker:
+    """kaudit new-terms: a match alerts only if its term tuple was not seen in the history window before."""
+
+    def __init__(self, rule: PackRule) -> None:
+        assert rule.new_terms is not None
+        self.rule = rule
+        self.history = float(rule.new_terms.history)
+        self._getters = [field_getter(f) for f in rule.new_terms.fields]
+        self.seen: dict[tuple, float] = {}
+
+    def terms(self, event: Mapping[str, Any]) -> tuple | None:
+        out = []
+        for get in self._getters:
+            vals = get(event)
+            if not vals or vals[0] is None:
+                return None
+            out.append(_norm(vals[0]))
+        return tuple(out)
+
+    def observe(self, event: Mapping[str, Any], t: float) -> bool:
+        """Record the event's terms; True when they are new (not seen within history before t)."""
+        terms = self.terms(event)
+        if terms is None:
+            return False
+        last = self.seen.get(terms)
+        self.seen[terms] = t if last is None else max(last, t)
+        return last is None or t - last > self.history

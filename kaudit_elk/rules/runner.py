@@ -1,0 +1,176 @@
+"""Run a RulePack over a stream of raw audit events: dispatch, per-request dedupe, alerts, correlation.
+
+One alert per request, not per stage: a match at RequestReceived/ResponseStarted waits (in event
+time, up to ``pending_horizon`` seconds) for the same auditID's ResponseComplete/Panic, which is
+preferred; the earlier stage is used when the final stage never matches or never comes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Iterable, Iterator, Mapping
+
+from kaudit_elk.rules.alerts import Alert, event_time, single_alert
+from kaudit_elk.rules.correlation import Correlator, NewTermsTracker
+from kaudit_elk.rules.evaluator import required_values
+from kaudit_elk.rules.loader import PackRule, RulePack
+
+FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
+_EMITTED_CAP = 500_000
+
+
+class Runner:
+    """Stateful evaluator of one pack over one event stream (feed events, then flush)."""
+
+    def __init__(self, pack: RulePack, pending_horizon: float = 600.0) -> None:
+        self.pack = pack
+        self.rules = [r for r in pack.rules if r.kind != "correlation"]
+        self.correlators = [Correlator(r) for r in pack.correlations]
+        self.new_terms = {r.id: NewTermsTracker(r) for r in self.rules if r.new_terms}
+        self._feeds: dict[str, list[tuple[Correlator, int]]] = {}
+        for c in self.correlators:
+            for i, rid in enumerate(c.base_ids):
+                self._feeds.setdefault(rid, []).append((c, i))
+        self._req: list[tuple[frozenset[str] | None, frozenset[str] | None]] = [
+            (required_values(r.sigma, "objectRef.resource"), required_values(r.sigma, "verb")) for r in self.rules
+        ]
+        self._dispatch: dict[tuple[str, str], tuple[PackRule, ...]] = {}
+        self.pending_horizon = pending_horizon
+        self._pending: dict[tuple[str, str], tuple[Mapping[str, Any], float]] = {}
+        self._pending_by_aid: dict[str, set[str]] = {}
+        self._emitted: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._clock = 0.0
+        self._n = 0
+        self.events = 0
+        self.matches = 0
+
+    # ------------------------------------------------------------------ dispatch
+
+    def candidates(self, event: Mapping[str, Any]) -> tuple[PackRule, ...]:
+        """Rules that can match ``event`` judging by objectRef.resource and verb."""
+        obj = event.get("objectRef")
+        res = obj.get("resource") if isinstance(obj, dict) else None
+        res = res.lower() if isinstance(res, str) else ""
+        verb = event.get("verb")
+        verb = verb.lower() if isinstance(verb, str) else ""
+        key = (res, verb)
+        found = self._dispatch.get(key)
+        if found is None:
+            found = tuple(
+                r for r, (rr, rv) in zip(self.rules, self._req)
+                if (rr is None or res in rr) and (rv is None or verb in rv)
+            )
+            self._dispatch[key] = found
+        return found
+
+    # ------------------------------------------------------------------ stream
+
+    def feed(self, event: Mapping[str, Any]) -> list[Alert]:
+        """Evaluate one raw event; returns the alerts it completes (possibly for earlier events)."""
+        self.events += 1
+        out: list[Alert] = []
+        matched = [r for r in self.candidates(event) if r.matches(event)]
+        aid = event.get("auditID")
+        stage = event.get("stage")
+        if isinstance(aid, str) and aid and stage is not None:
+            final = stage in FINAL_STAGES
+            if final and aid in self._pending_by_aid:
+                names = {r.id for r in matched}
+                for rid in list(self._pending_by_aid[aid]):
+                    if rid not in names:
+                        ev, t = self._pending.pop((rid, aid))
+                        self._pending_by_aid[aid].discard(rid)
+                        out += self._accept(self.pack_rule(rid), ev, t, aid)
+            for r in matched:
+                k = (r.id, aid)
+                if k in self._emitted:
+                    continue
+                t = event_time(event)
+                if t is None:
+                    t = self._clock
+                if final:
+                    if k in self._pending:
+                        self._pending.pop(k)
+                        self._pending_by_aid[aid].discard(r.id)
+                    out += self._accept(r, event, t, aid)
+                elif k not in self._pending:
+                    self._pending[k] = (event, t)
+                    self._pending_by_aid.setdefault(aid, set()).add(r.id)
+            if final and aid in self._pending_by_aid and not self._pending_by_aid[aid]:
+                del self._pending_by_aid[aid]
+        else:
+            for r in matched:
+                t = event_time(event)
+                out += self._accept(r, event, self._clock if t is None else t, aid if isinstance(aid, str) else "")
+        self._n += 1
+        if self._pending and self._n % 1024 == 0:
+            t = event_time(event)
+            if t is not None:
+                out += self._expire(t - self.pending_horizon)
+        return out
+
+    def flush(self) -> list[Alert]:
+        """End of stream: emit pending earlier-stage matches and close correlation windows."""
+        out = self._expire(float("inf"))
+        for c in self.correlators:
+            out += c.flush()
+        return out
+
+    def run(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Alert]:
+        """Feed every event and flush at the end."""
+        for e in events:
+            yield from self.feed(e)
+        yield from self.flush()
+
+    def prime(self, event: Mapping[str, Any]) -> None:
+        """Learn new-terms history from ``event`` without alerting (scan --history)."""
+        for r in self.candidates(event):
+            tracker = self.new_terms.get(r.id)
+            if tracker is not None and r.matches(event):
+                t = event_time(event)
+                if t is not None:
+                    tracker.observe(event, t)
+
+    # ------------------------------------------------------------------ internals
+
+    def pack_rule(self, rule_id: str) -> PackRule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def _expire(self, before: float) -> list[Alert]:
+        out: list[Alert] = []
+        for (rid, aid), (ev, t) in list(self._pending.items()):
+            if t < before:
+                del self._pending[(rid, aid)]
+                s = self._pending_by_aid.get(aid)
+                if s is not None:
+                    s.discard(rid)
+                    if not s:
+                        del self._pending_by_aid[aid]
+                out += self._accept(self.pack_rule(rid), ev, t, aid)
+        return out
+
+    def _accept(self, rule: PackRule, event: Mapping[str, Any], t: float, aid: str) -> list[Alert]:
+        """A deduplicated match: alert (single / new-terms) and feed correlations."""
+        self.matches += 1
+        if t > self._clock:
+            self._clock = t
+        if aid:
+            self._emitted[(rule.id, aid)] = None
+            if len(self._emitted) > _EMITTED_CAP:
+                self._emitted.popitem(last=False)
+        out: list[Alert] = []
+        if rule.generate:
+            tracker = self.new_terms.get(rule.id)
+            if tracker is None:
+                out.append(single_alert(rule, event, t))
+            elif tracker.observe(event, t):
+                alert = single_alert(rule, event, t)
+                alert["kaudit"]["alert"]["new_terms"] = dict(zip(tracker.rule.new_terms.fields,  # type: ignore[union-attr]
+                                                                 tracker.terms(event) or ()))
+                out.append(alert)
+        for corr, idx in self._feeds.get(rule.id, ()):
+            out += corr.feed(idx, event, t, aid)
+        return out
