@@ -111,6 +111,136 @@ def version(
     run(console, body)
 
 
+NamespaceOpt = Annotated[
+    Optional[str], typer.Option("--namespace", help="Data stream namespace [env KAUDIT_NAMESPACE; default kaudit]")
+]
+ClusterOpt = Annotated[
+    Optional[str], typer.Option("--cluster", help="Kubernetes cluster name for orchestrator.cluster.name [env KAUDIT_CLUSTER]")
+]
+
+
+@app.command()
+def bootstrap(
+    url: UrlOpt = None,
+    username: UserOpt = None,
+    password: PasswordOpt = None,
+    api_key: ApiKeyOpt = None,
+    ca_certs: CaOpt = None,
+    verify_certs: VerifyOpt = None,
+    config: ConfigOpt = None,
+    namespace: NamespaceOpt = None,
+    cluster: ClusterOpt = None,
+    retention_days: Annotated[int, typer.Option(help="Days audit events stay searchable (ILM/ISM delete phase)")] = 90,
+    rollover_age: Annotated[str, typer.Option(help="Roll the write index over after this age")] = "1d",
+    shards: Annotated[int, typer.Option(help="Primary shards per backing index")] = 1,
+    pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Install the server-side ingest pipeline as the stream's default pipeline (when the engine has the processors)")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and a diff; change nothing")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite objects of the same name that kaudit-elk does not own")] = False,
+    output: OutputOpt = OutputFormat.text,
+    quiet: QuietOpt = False,
+) -> None:
+    """Install index templates, lifecycle policy and ingest pipeline for the engine's flavor (idempotent)."""
+    console = Console(quiet)
+
+    def body() -> None:
+        from kaudit_elk.bootstrap import apply, build_plan, diff
+        from kaudit_elk.engine import connect
+        from kaudit_elk.templates import BootstrapOptions
+
+        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
+                                 namespace=namespace, cluster=cluster)
+        engine = connect(settings)
+        options = BootstrapOptions(namespace=settings.namespace, cluster=settings.cluster,
+                                   retention_days=retention_days, rollover_age=rollover_age, shards=shards,
+                                   pipeline=pipeline)
+        the_plan = build_plan(engine, options, force=force)
+        console.info(f"{engine.info.label} at {settings.url}")
+        for note in the_plan.notes:
+            console.info(f"note: {note}")
+        if output is OutputFormat.json:
+            report = {"engine": engine.info.label, "dry_run": dry_run, "notes": the_plan.notes,
+                      "steps": [{"action": s.action, "kind": s.desired.kind, "name": s.desired.name}
+                                for s in the_plan.steps]}
+        if dry_run:
+            for step in the_plan.steps:
+                if output is OutputFormat.text:
+                    console.data(step.describe())
+                    if step.action in ("update", "conflict"):
+                        console.data(diff(step))
+            if output is OutputFormat.json:
+                console.json(report)
+            return
+        changed = apply(engine, the_plan, options)
+        if output is OutputFormat.json:
+            console.json(report)
+        else:
+            for step in the_plan.steps:
+                console.data(step.describe())
+        console.info("nothing to change: everything is up to date" if not changed
+                     else f"{len(changed)} object(s) installed or updated")
+
+    run(console, body)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="Audit log files (.gz ok) or - for stdin")],
+    url: UrlOpt = None,
+    username: UserOpt = None,
+    password: PasswordOpt = None,
+    api_key: ApiKeyOpt = None,
+    ca_certs: CaOpt = None,
+    verify_certs: VerifyOpt = None,
+    config: ConfigOpt = None,
+    namespace: NamespaceOpt = None,
+    cluster: ClusterOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading a growing (and rotated) file")] = False,
+    checkpoint: Annotated[Optional[str], typer.Option(help="Checkpoint file: resume an interrupted run where it stopped")] = None,
+    dead_letter: Annotated[str, typer.Option(help="Where records that cannot be indexed go, with reasons (NDJSON)")] = "kaudit-dead-letters.ndjson",
+    batch_mb: Annotated[float, typer.Option(help="Bulk request size in MiB")] = 4.0,
+    workers: Annotated[int, typer.Option(help="Concurrent bulk requests")] = 2,
+    retry_for: Annotated[float, typer.Option(help="Seconds to keep retrying an unavailable engine before giving up")] = 600.0,
+    keep_original: Annotated[bool, typer.Option("--keep-original", help="Store the raw event in event.original")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Refresh the stream at the end so the events are searchable at once")] = False,
+    output: OutputOpt = OutputFormat.text,
+    quiet: QuietOpt = False,
+) -> None:
+    """Normalize audit events and index them (exactly once per auditID and stage); bad lines are dead-lettered."""
+    console = Console(quiet)
+
+    def body() -> None:
+        from kaudit_elk.engine import connect
+        from kaudit_elk.errors import EXIT_PARTIAL
+        from kaudit_elk.ingest import IngestOptions
+        from kaudit_elk.ingest import ingest as run_ingest
+
+        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
+                                 namespace=namespace, cluster=cluster)
+        engine = connect(settings)
+        options = IngestOptions(namespace=settings.namespace, cluster=settings.cluster,
+                                batch_bytes=int(batch_mb * 1024 * 1024), workers=workers, retry_for=retry_for,
+                                dead_letter=dead_letter, checkpoint=checkpoint, keep_original=keep_original,
+                                follow=follow, refresh=refresh)
+        bar = console.progress("events")
+        try:
+            stats = run_ingest(engine, paths, options, progress=bar.advance)
+        finally:
+            bar.close()
+        if output is OutputFormat.json:
+            console.json(stats.as_dict())
+        else:
+            console.data(
+                f"read {stats.read}, indexed {stats.indexed}, duplicates {stats.duplicates}, "
+                f"skipped by stage policy {stats.skipped}, dead-lettered {stats.dead_lettered}"
+            )
+        if stats.dead_lettered:
+            console.warn(f"{stats.dead_lettered} record(s) written to {dead_letter} with reasons: "
+                         + ", ".join(f"{k} ({v})" for k, v in sorted(stats.reasons.items())))
+            raise typer.Exit(EXIT_PARTIAL)
+
+    run(console, body)
+
+
 def _env_has_url() -> bool:
     import os
 

@@ -278,7 +278,7 @@ class Engine:
     def _os_request(self, method: str, path: str, body: Any, params: Any, ndjson: bool) -> Any:
         import opensearchpy
 
-        headers = {"Content-Type": "application/x-ndjson"} if ndjson else None
+        headers = {"content-type": "application/x-ndjson"} if ndjson else None
         try:
             return self.client.transport.perform_request(method, path, params=params, body=body, headers=headers)
         except opensearchpy.SSLError as exc:

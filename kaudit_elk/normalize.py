@@ -105,8 +105,8 @@ def _normalize(event: dict, options: NormalizeOptions) -> dict:
 
     ref = event.get("objectRef") or {}
     verb = event.get("verb")
-    annotations = event.get("annotations") or {}
-    decision = annotations.get("authorization.k8s.io/decision")
+    annotations = audit.get("annotations") or {}  # dedotted: also accepts pre-dedotted shippers
+    decision = annotations.get("authorization_k8s_io/decision")
     status = event.get("responseStatus") or {}
     code = status.get("code")
     if code is not None and (not isinstance(code, int) or isinstance(code, bool)):

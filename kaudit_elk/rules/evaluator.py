@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from sigma.conditions import (
@@ -48,24 +49,13 @@ _MISSING = object()
 # --------------------------------------------------------------------------- field access
 
 
+@lru_cache(maxsize=4096)
 def field_getter(path: str) -> Callable[[Any], list[Any]]:
     """Return a function giving every leaf value at dotted ``path`` (lists flattened, longest key first)."""
     parts = path.split(".")
     n = len(parts)
     # joined[i] = [(key, next_index)] for the candidate keys at level i, longest first
     joined = [[(".".join(parts[i:j]), j) for j in range(n, i, -1)] for i in range(n)]
-    if n == 1:
-        key = parts[0]
-
-        def get1(obj: Any) -> list[Any]:
-            if isinstance(obj, dict):
-                v = obj.get(key, _MISSING)
-                if v is _MISSING:
-                    return []
-                return v if isinstance(v, list) else [v]
-            return []
-
-        return get1
 
     def walk(obj: Any, i: int, out: list[Any]) -> None:
         if isinstance(obj, list):
@@ -73,7 +63,11 @@ def field_getter(path: str) -> Callable[[Any], list[Any]]:
                 walk(el, i, out)
             return
         if i == n:
-            out.append(obj)
+            if isinstance(obj, dict):  # an object is searched by its leaf values (like a flattened field)
+                for v in obj.values():
+                    walk(v, n, out)
+            else:
+                out.append(obj)
             return
         if not isinstance(obj, dict):
             return
@@ -82,6 +76,23 @@ def field_getter(path: str) -> Callable[[Any], list[Any]]:
             if v is not _MISSING:
                 walk(v, j, out)
                 return
+
+    if n == 1:
+        key = parts[0]
+
+        def get1(obj: Any) -> list[Any]:
+            if isinstance(obj, dict):
+                v = obj.get(key, _MISSING)
+                if v is _MISSING:
+                    return []
+                if isinstance(v, (list, dict)):
+                    out: list[Any] = []
+                    walk(v, 1, out)
+                    return out
+                return [v]
+            return []
+
+        return get1
 
     def get(obj: Any) -> list[Any]:
         out: list[Any] = []

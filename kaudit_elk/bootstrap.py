@@ -1,0 +1,170 @@
+"""Install kaudit-elk's objects into a cluster: pure ``plan``, thin ``observe``/``apply``.
+
+A second run changes nothing: each object carries a content digest in its ``_meta`` (or
+``description`` for pipelines and ISM policies), and an object whose digest matches is left alone.
+Objects that exist without kaudit-elk's marker belong to someone else and are not overwritten
+unless ``force`` is given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from kaudit_elk import __version__
+from kaudit_elk.engine import Engine
+from kaudit_elk.errors import KauditError
+from kaudit_elk.templates import MANAGED_BY, BootstrapOptions, DesiredObject, Names, desired_objects
+
+Action = Literal["create", "update", "unchanged", "conflict"]
+
+
+class OwnershipError(KauditError):
+    """Objects exist that kaudit-elk does not own; refusing to overwrite them."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the cluster holds under an object's name: body (None = absent), owner marker, digest."""
+
+    body: dict[str, Any] | None
+    owned: bool = False
+    digest: str | None = None
+    version: dict[str, Any] = field(default_factory=dict)  # e.g. ISM seq_no/primary_term
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    desired: DesiredObject
+    observed: Observed
+
+    def describe(self) -> str:
+        return f"{self.action:9} {self.desired.kind:18} {self.desired.name}"
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    notes: list[str]
+
+    @property
+    def changes(self) -> list[Step]:
+        return [s for s in self.steps if s.action in ("create", "update")]
+
+    @property
+    def conflicts(self) -> list[Step]:
+        return [s for s in self.steps if s.action == "conflict"]
+
+
+def plan(desired: list[DesiredObject], observed: dict[str, Observed], force: bool = False,
+         notes: list[str] | None = None) -> Plan:
+    """Decide per object: create, update (ours and changed, or forced), unchanged, or conflict."""
+    steps: list[Step] = []
+    for obj in desired:
+        seen = observed.get(f"{obj.kind}/{obj.name}", Observed(None))
+        if seen.body is None:
+            action: Action = "create"
+        elif not seen.owned and not force:
+            action = "conflict"
+        elif seen.digest == obj.digest:
+            action = "unchanged"
+        else:
+            action = "update"
+        steps.append(Step(action, obj, seen))
+    return Plan(steps, list(notes or []))
+
+
+def _marker_from_description(text: str | None) -> tuple[bool, str | None]:
+    if not text or f"[{MANAGED_BY} " not in text:
+        return False, None
+    tail = text.rsplit(f"[{MANAGED_BY} ", 1)[1].rstrip("]").split()
+    return True, tail[-1] if tail else None
+
+
+def observe_one(engine: Engine, obj: DesiredObject) -> Observed:
+    """Read the object currently installed under ``obj``'s name."""
+    body = engine.request("GET", obj.path, ignore=(404,))
+    if not body:
+        return Observed(None)
+    if obj.kind == "component_template":
+        item = body["component_templates"][0]["component_template"]
+        meta = item.get("_meta") or {}
+        return Observed(item, meta.get("managed_by") == MANAGED_BY, meta.get("digest"))
+    if obj.kind == "index_template":
+        item = body["index_templates"][0]["index_template"]
+        meta = item.get("_meta") or {}
+        return Observed(item, meta.get("managed_by") == MANAGED_BY, meta.get("digest"))
+    if obj.kind == "ingest_pipeline":
+        item = body.get(obj.name) or {}
+        owned, digest = _marker_from_description(item.get("description"))
+        return Observed(item, owned, digest)
+    if obj.kind == "ilm_policy":
+        item = (body.get(obj.name) or {}).get("policy") or {}
+        meta = item.get("_meta") or {}
+        return Observed({"policy": item}, meta.get("managed_by") == MANAGED_BY, meta.get("digest"))
+    if obj.kind == "ism_policy":
+        item = body.get("policy") or {}
+        owned, digest = _marker_from_description(item.get("description"))
+        return Observed({"policy": item}, owned, digest,
+                        {"if_seq_no": body.get("_seq_no"), "if_primary_term": body.get("_primary_term")})
+    raise ValueError(f"unknown object kind {obj.kind}")
+
+
+def build_plan(engine: Engine, options: BootstrapOptions, force: bool = False) -> Plan:
+    """Desired objects for this engine, compared with what it holds."""
+    desired, notes = desired_objects(engine.flavor, engine.caps, options)
+    observed = {f"{o.kind}/{o.name}": observe_one(engine, o) for o in desired}
+    return plan(desired, observed, force, notes)
+
+
+def diff(step: Step) -> str:
+    """A unified diff between the installed and the desired body of one step."""
+    def dump(body: Any) -> list[str]:
+        return json.dumps(body, indent=2, sort_keys=True).splitlines(keepends=True) if body is not None else []
+
+    name = f"{step.desired.kind}/{step.desired.name}"
+    return "".join(difflib.unified_diff(dump(step.observed.body), dump(step.desired.body),
+                                        fromfile=f"cluster:{name}", tofile=f"kaudit-elk:{name}"))
+
+
+def apply(engine: Engine, the_plan: Plan, options: BootstrapOptions) -> list[Step]:
+    """Install the plan's changes in order and record the content version; returns the changed steps."""
+    if the_plan.conflicts:
+        names = ", ".join(f"{s.desired.kind} {s.desired.name}" for s in the_plan.conflicts)
+        raise OwnershipError(f"refusing to overwrite objects kaudit-elk does not own: {names} (use --force)")
+    for step in the_plan.changes:
+        params = None
+        if step.desired.kind == "ism_policy" and step.action == "update":
+            params = {k: v for k, v in step.observed.version.items() if v is not None}
+        engine.request("PUT", step.desired.path, step.desired.body, params=params)
+    record_version(engine, the_plan, options)
+    return the_plan.changes
+
+
+def record_version(engine: Engine, the_plan: Plan, options: BootstrapOptions) -> None:
+    """Write (or refresh) the installed content version into the state index."""
+    names = Names(options.namespace)
+    doc = {
+        "kind": "bootstrap",
+        "version": __version__,
+        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "objects": {f"{s.desired.kind}/{s.desired.name}": s.desired.digest for s in the_plan.steps},
+        "notes": the_plan.notes,
+    }
+    current = engine.request("GET", f"/{names.state_index}/_doc/bootstrap", ignore=(404,))
+    source = (current or {}).get("_source") or {}
+    if source.get("version") == doc["version"] and source.get("objects") == doc["objects"]:
+        return
+    engine.request("PUT", f"/{names.state_index}/_doc/bootstrap", doc, params={"refresh": "true"})
+
+
+def installed_version(engine: Engine, namespace: str) -> dict[str, Any] | None:
+    """The content version recorded by the last bootstrap, or None."""
+    body = engine.request("GET", f"/{Names(namespace).state_index}/_doc/bootstrap", ignore=(404,))
+    return (body or {}).get("_source")

@@ -1,0 +1,227 @@
+"""CLI: ``kaudit-elk dashboards export|import`` and ``kaudit-elk report``. Thin calls into dashboards/report."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from kaudit_elk.console import Console, run
+from kaudit_elk.errors import ConfigError, InputError
+
+
+class UiFlavor(str, Enum):
+    kibana = "kibana"
+    opensearch = "opensearch"
+
+
+class ReportFormat(str, Enum):
+    html = "html"
+    markdown = "markdown"
+    json = "json"
+
+
+_RELATIVE = re.compile(r"^now(?:-(\d+)([mhdw]))?$")
+
+
+def parse_when(text: str | None, now: datetime | None = None) -> datetime | None:
+    """``now``, ``now-7d`` (m, h, d, w) or an ISO8601 date/time (UTC when no offset) → aware datetime."""
+    if text is None or text == "":
+        return None
+    now = now or datetime.now(timezone.utc)
+    m = _RELATIVE.match(text.strip())
+    if m:
+        if not m.group(1):
+            return now
+        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return now - timedelta(**{unit: int(m.group(1))})
+    from kaudit_elk.report import parse_time
+
+    dt = parse_time(text if "T" in text else text + "T00:00:00Z")
+    if dt is None:
+        raise ConfigError(f"cannot read time {text!r}: use ISO8601 (2026-01-31, 2026-01-31T12:00:00Z) or now-7d")
+    return dt
+
+
+def _write(console: Console, text: str, out: Path | None) -> None:
+    if out is None:
+        console.out.write(text)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror}") from None
+    console.info(f"wrote {out}")
+
+
+def _rule_pack() -> Any | None:
+    """The shipped rule pack, or None when it cannot be loaded (the report then says so)."""
+    try:
+        from kaudit_elk.rules.loader import default_pack_dir, load_rules
+
+        return load_rules([default_pack_dir()])
+    except Exception:  # noqa: BLE001 - the report works without rules
+        return None
+
+
+def _alerts_from_file(path: Path) -> list[dict[str, Any]]:
+    import orjson
+
+    alerts = []
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read alerts file {path}: {exc.strerror}") from None
+    for n, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                alerts.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise InputError(f"{path}:{n}: not a JSON alert: {exc}") from None
+    return alerts
+
+
+def _scan_alerts(paths: list[str], pack: Any, console: Console) -> list[dict[str, Any]]:
+    try:
+        from kaudit_elk.scan import scan  # written alongside; optional until it lands
+    except ImportError:
+        console.warn("alerts not computed: kaudit_elk.scan is not available; pass --alerts FILE")
+        return []
+    if pack is None:
+        console.warn("alerts not computed: the rule pack could not be loaded")
+        return []
+    return list(scan(paths, pack))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``dashboards`` sub-app and the ``report`` command to ``app``."""
+    from kaudit_elk import cli as base
+
+    dash = typer.Typer(name="dashboards", help="Kibana / OpenSearch Dashboards saved objects (one source, two flavors).",
+                       no_args_is_help=True)
+
+    @dash.command("export")
+    def export(
+        flavor: Annotated[UiFlavor, typer.Option("--flavor", help="Which UI the NDJSON is for")],
+        out: Annotated[Optional[Path], typer.Option("--out", help="Write to FILE instead of stdout")] = None,
+        namespace: Annotated[str, typer.Option("--namespace", help="Data stream namespace in index patterns ('*' = all)")] = "default",
+        quiet: base.QuietOpt = False,
+    ) -> None:
+        """Print the saved objects (index patterns, searches, visualizations, dashboards) as NDJSON."""
+        console = Console(quiet)
+
+        def body() -> None:
+            from kaudit_elk import dashboards
+
+            objects = dashboards.render(flavor.value, index_namespace=namespace)
+            _write(console, dashboards.to_ndjson(objects), out)
+            console.info(f"{len(objects)} saved objects for {flavor.value}")
+
+        run(console, body)
+
+    @dash.command("import")
+    def import_(
+        kibana_url: Annotated[Optional[str], typer.Option("--kibana-url", envvar="KAUDIT_KIBANA_URL", help="Kibana base URL")] = None,
+        dashboards_url: Annotated[Optional[str], typer.Option("--dashboards-url", envvar="KAUDIT_DASHBOARDS_URL", help="OpenSearch Dashboards base URL")] = None,
+        namespace: Annotated[str, typer.Option("--namespace", help="Data stream namespace in index patterns ('*' = all)")] = "default",
+        space: Annotated[Optional[str], typer.Option("--space", help="Kibana space (default space when omitted)")] = None,
+        tenant: Annotated[Optional[str], typer.Option("--tenant", help="OpenSearch Security tenant")] = None,
+        username: Annotated[Optional[str], typer.Option("--username", "-u", envvar="KAUDIT_USERNAME", help="Basic auth user")] = None,
+        password: Annotated[Optional[str], typer.Option("--password", envvar="KAUDIT_PASSWORD", help="Basic auth password")] = None,
+        api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="KAUDIT_API_KEY", help="API key (base64 id:key)")] = None,
+        ca_certs: Annotated[Optional[str], typer.Option("--ca-certs", envvar="KAUDIT_CA_CERTS", help="CA bundle for TLS")] = None,
+        verify_certs: Annotated[bool, typer.Option("--verify-certs/--no-verify-certs", help="Verify TLS certificates")] = True,
+        output: base.OutputOpt = base.OutputFormat.text,
+        quiet: base.QuietOpt = False,
+    ) -> None:
+        """Import (overwrite) the saved objects into Kibana and/or OpenSearch Dashboards; safe to repeat."""
+        console = Console(quiet)
+
+        def body() -> None:
+            from kaudit_elk import dashboards
+
+            targets = [(f, u) for f, u in (("kibana", kibana_url), ("opensearch", dashboards_url)) if u]
+            if not targets:
+                raise ConfigError("give --kibana-url and/or --dashboards-url (or KAUDIT_KIBANA_URL / KAUDIT_DASHBOARDS_URL)")
+            results = []
+            for flavor, url in targets:
+                objects = dashboards.render(flavor, index_namespace=namespace)  # type: ignore[arg-type]
+                summary = dashboards.import_objects(
+                    url, flavor, objects, username=username, password=password, api_key=api_key,  # type: ignore[arg-type]
+                    ca_certs=ca_certs, verify_certs=verify_certs, space=space, tenant=tenant)
+                results.append({"url": url, **summary})
+                console.info(f"{flavor} at {url}: imported {summary['imported']} of {summary['objects']} objects")
+            if output is base.OutputFormat.json:
+                console.json(results)
+            else:
+                for r in results:
+                    kinds = ", ".join(f"{n} {t}" for t, n in sorted(r["by_type"].items()))
+                    console.data(f"{r['flavor']}: {r['imported']} objects imported at {r['url']} ({kinds})")
+
+        run(console, body)
+
+    app.add_typer(dash, name="dashboards")
+
+    @app.command("report")
+    def report_cmd(
+        paths: Annotated[Optional[list[str]], typer.Argument(help="Audit log files (omit to read from the cluster at --url)")] = None,
+        fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format")] = ReportFormat.html,
+        out: Annotated[Optional[Path], typer.Option("--out", help="Write to FILE instead of stdout")] = None,
+        since: Annotated[Optional[str], typer.Option("--from", help="Start (ISO8601 or now-7d); cluster default now-7d")] = None,
+        until: Annotated[Optional[str], typer.Option("--to", help="End, exclusive (ISO8601 or now)")] = None,
+        alerts_file: Annotated[Optional[Path], typer.Option("--alerts", help="Alerts NDJSON (e.g. from scan) instead of scanning")] = None,
+        scan_files: Annotated[bool, typer.Option("--scan/--no-scan", help="Run the rule pack on the files for the alerts section")] = True,
+        title: Annotated[str, typer.Option("--title", help="Report title")] = "Kubernetes audit report",
+        url: base.UrlOpt = None,
+        username: base.UserOpt = None,
+        password: base.PasswordOpt = None,
+        api_key: base.ApiKeyOpt = None,
+        ca_certs: base.CaOpt = None,
+        verify_certs: base.VerifyOpt = None,
+        config: base.ConfigOpt = None,
+        namespace: Annotated[Optional[str], typer.Option("--namespace", help="Data stream namespace (cluster mode)")] = None,
+        quiet: base.QuietOpt = False,
+    ) -> None:
+        """A self-contained audit report (HTML, Markdown or JSON) for a time range, from files or the cluster."""
+        console = Console(quiet)
+
+        def body() -> None:
+            from kaudit_elk import report
+
+            start, end = parse_when(since), parse_when(until)
+            pack = _rule_pack()
+            rules = [(r.id, r.title, r.audit_level) for r in pack.rules] if pack is not None else []
+            alerts = _alerts_from_file(alerts_file) if alerts_file else None
+            if paths:
+                docs, skipped, unreadable = report.documents_from_files(paths)
+                if alerts is None:
+                    alerts = _scan_alerts(list(paths), pack, console) if scan_files else []
+                inputs = list(paths)
+            else:
+                from kaudit_elk.engine import connect
+
+                settings = base.settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
+                                              **({"namespace": namespace} if namespace else {}))
+                start = start or parse_when("now-7d")
+                engine = connect(settings, probe_capabilities=False)
+                try:
+                    index = f"logs-kubernetes.audit_logs-{settings.namespace}"
+                    docs = report.documents_from_engine(engine, index, start, end)
+                    totals = report.aggregate_overview(engine, index, start, end)
+                    if totals["events"] > len(docs):
+                        console.warn(f"the report covers {len(docs)} of {totals['events']} events; narrow --from/--to")
+                    if alerts is None:
+                        alerts = report.documents_from_engine(engine, f"kaudit-alerts-{settings.namespace}", start, end)
+                finally:
+                    engine.close()
+                skipped = unreadable = 0
+                inputs = [f"{settings.url} {index}"]
+            data = report.compute(docs, alerts or [], start=start, end=end, rules=rules, inputs=inputs,
+                                  skipped=skipped, unreadable=unreadable, title=title)
+            _write(console, report.render(data, fmt.value), out)
+
+        run(console, body)
