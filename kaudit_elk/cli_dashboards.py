@@ -1,7 +1,5 @@
 """CLI: ``kaudit-elk dashboards export|import`` and ``kaudit-elk report``. Thin calls into dashboards/report."""
 
-from __future__ import annotations
-
 import re
 from datetime import datetime, timedelta, timezone
 from enum import Enum
@@ -28,7 +26,7 @@ class ReportFormat(str, Enum):
 _RELATIVE = re.compile(r"^now(?:-(\d+)([mhdw]))?$")
 
 
-def parse_when(text: str | None, now: datetime | None = None) -> datetime | None:
+def parse_when(text: Optional[str], now: Optional[datetime] = None) -> Optional[datetime]:
     """``now``, ``now-7d`` (m, h, d, w) or an ISO8601 date/time (UTC when no offset) → aware datetime."""
     if text is None or text == "":
         return None
@@ -56,6 +54,19 @@ def _write(console: Console, text: str, out: Path | None) -> None:
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror}") from None
     console.info(f"wrote {out}")
+
+
+def describe_inputs(paths: list[str]) -> list[str]:
+    """Input files as shown in the report: all of them when few, else a count and their common folder."""
+    import os
+
+    if len(paths) <= 5:
+        return list(paths)
+    try:
+        common = os.path.commonpath([os.path.abspath(p) for p in paths])
+    except ValueError:
+        common = ""
+    return [f"{len(paths)} files under {common}" if common else f"{len(paths)} files"]
 
 
 def _rule_pack() -> Any | None:
@@ -200,7 +211,7 @@ def register(app: typer.Typer) -> None:
                 docs, skipped, unreadable = report.documents_from_files(paths)
                 if alerts is None:
                     alerts = _scan_alerts(list(paths), pack, console) if scan_files else []
-                inputs = list(paths)
+                inputs = describe_inputs(list(paths))
             else:
                 from kaudit_elk.engine import connect
 

@@ -80,11 +80,9 @@ def run(console: Console, fn: Callable[[], T]) -> T:
     """Call ``fn``; map known errors to messages on stderr and documented exit codes."""
     import typer
 
-    import click
-
     try:
         return fn()
-    except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+    except (typer.Exit, typer.Abort):
         raise
     except KauditError as exc:
         console.error(str(exc))

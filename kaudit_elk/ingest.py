@@ -11,6 +11,7 @@ continue without re-sending or losing events.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import random
 import threading
@@ -126,6 +127,14 @@ def save_checkpoint(path: str, offsets: dict[str, int]) -> None:
     os.replace(tmp, path)
 
 
+def event_key(event: dict[str, Any]) -> str:
+    """The identity of a request: its auditID, or (without one) a digest of the whole event."""
+    audit_id = event.get("auditID")
+    if isinstance(audit_id, str) and audit_id:
+        return audit_id
+    return "sha:" + hashlib.blake2b(orjson.dumps(event, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
 def _reason(item_result: dict[str, Any]) -> str:
     err = item_result.get("error")
     if isinstance(err, dict):
@@ -162,6 +171,7 @@ class Ingester:
         if record.error is not None or record.event is None:
             self._dead(record, record.error or "no event")
             return None
+        key = event_key(record.event)  # before normalize, which consumes envelope facts
         try:
             doc = normalize(record.event, self.norm)
         except NormalizeError as exc:
@@ -178,9 +188,6 @@ class Ingester:
             doc["@timestamp"] = self._now
             doc.setdefault("tags", []).append("kaudit_timestamp_missing")
         audit = doc.get("kubernetes", {}).get("audit", {})
-        audit_id = audit.get("auditID")
-        key = audit_id if isinstance(audit_id, str) and audit_id else "raw:" + base64.b64encode(
-            __import__("hashlib").blake2b(record.raw, digest_size=16).digest()).decode()
         _id = doc_id(self.options.cluster, key, str(audit.get("stage", "")))
         action = orjson.dumps({"create": {"_index": self.stream, "_id": _id}})
         return _Item(record, action, orjson.dumps(doc))

@@ -8,6 +8,7 @@ both produce the same documents.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -55,18 +56,31 @@ def normalize(event: dict, options: NormalizeOptions = DEFAULT) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------
-_COPIES = tuple((src, tuple(dst.split("."))) for src, dst in fs.COPIES)
+_RAW_TYPES = fs.RAW_TYPES
+
+
+def _copy_plan() -> tuple[tuple[str, tuple[tuple[str | None, tuple[str, ...]], ...]], ...]:
+    """fieldspec.COPIES grouped by the raw top-level key (sources are one or two levels deep)."""
+    plan: dict[str, list] = {}
+    for src, dst in fs.COPIES:
+        if len(src) > 2:
+            raise AssertionError(f"copy source {src} deeper than two levels")
+        plan.setdefault(src[0], []).append((src[1] if len(src) == 2 else None, tuple(dst.split("."))))
+    return tuple((top, tuple(items)) for top, items in plan.items())
+
+
+_COPY_PLAN = _copy_plan()
 _DEDOT = fs.DEDOTTED_OBJECTS
 _UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 
 
 def _normalize(event: dict, options: NormalizeOptions) -> dict:
     if not isinstance(event, dict):
         raise NormalizeError(f"event must be a JSON object, got {type(event).__name__}")
-    for key, types in fs.RAW_TYPES.items():
-        value = event.get(key)
-        if value is not None and not isinstance(value, types):
+    raw_types = _RAW_TYPES
+    for key, value in event.items():
+        types = raw_types.get(key)
+        if types is not None and value is not None and not isinstance(value, types):
             raise NormalizeError(f"field {key!r} must be {types[0].__name__}, got {type(value).__name__}: {_short(value)}")
     stage = event.get("stage")
     if stage is not None and stage not in options.stages:
@@ -88,10 +102,20 @@ def _normalize(event: dict, options: NormalizeOptions) -> dict:
     }
     doc["event"] = ev
     doc["ecs"] = {"version": fs.ECS_VERSION}
-    for src, dst in _COPIES:
-        value = _get(event, src)
-        if value is not None:
-            _put(doc, dst, value)
+    for top, plan in _COPY_PLAN:
+        obj = event.get(top)
+        if obj is None:
+            continue
+        for sub, dst in plan:
+            value = obj if sub is None else obj.get(sub)
+            if value is not None:
+                parent = doc
+                for key in dst[:-1]:
+                    child = parent.get(key)
+                    if child is None:
+                        child = parent[key] = {}
+                    parent = child
+                parent[dst[-1]] = value
 
     if start is not None:
         ev["start"] = start
@@ -167,24 +191,18 @@ def _get(obj: dict, path: tuple[str, ...]) -> Any:
     return obj
 
 
-def _put(doc: dict, path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
-        doc = doc.setdefault(key, {})
-    doc[path[-1]] = value
-
-
 def _dedot_at(audit: dict, path: tuple[str, ...]) -> None:
-    parent = audit
-    for key in path[:-1]:
-        child = parent.get(key)
-        if not isinstance(child, dict):
-            return
-        child = dict(child)  # never mutate the caller's event
-        parent[key] = child
-        parent = child
-    obj = parent.get(path[-1])
+    if len(path) == 1:
+        obj = audit.get(path[0])
+        if isinstance(obj, dict) and any("." in k for k in obj):
+            audit[path[0]] = {k.replace(".", "_"): v for k, v in obj.items()}
+        return
+    top = audit.get(path[0])
+    if not isinstance(top, dict):
+        return
+    obj = top.get(path[1])
     if isinstance(obj, dict) and any("." in k for k in obj):
-        parent[path[-1]] = {k.replace(".", "_"): v for k, v in obj.items()}
+        audit[path[0]] = {**top, path[1]: {k.replace(".", "_"): v for k, v in obj.items()}}  # never mutate the input
 
 
 # ---- timestamps -----------------------------------------------------------------------------
@@ -206,6 +224,9 @@ def _parse_ts(value: Any, name: str) -> tuple[str, datetime]:
 
 
 def _first_timestamp(event: dict) -> tuple[str | None, datetime | None]:
+    value = event.get("requestReceivedTimestamp")
+    if value is not None:
+        return _parse_ts(value, "requestReceivedTimestamp")
     for path in fs.TIMESTAMP_SOURCES:
         value = _get(event, path)
         if value is not None:
@@ -243,6 +264,11 @@ def _outcome(decision: Any, code: Any) -> str | None:
 
 
 # ---- source / related / url -----------------------------------------------------------------
+@lru_cache(maxsize=4096)
+def _is_ip_cached(text: str) -> bool:
+    return _is_ip(text)
+
+
 def _is_ip(text: Any) -> bool:
     """Cheap check that ES/OpenSearch will accept ``text`` as an ``ip`` (same rule in painless)."""
     if not isinstance(text, str) or not text or len(text) > 45:
@@ -258,7 +284,7 @@ def _source_ips(doc: dict, ips: Any) -> None:
         return
     valid: list[str] = []
     for ip in ips:
-        if _is_ip(ip) and ip not in valid:
+        if isinstance(ip, str) and _is_ip_cached(ip) and ip not in valid:
             valid.append(ip)
     if valid:
         doc["source"] = {"ip": valid[0]}

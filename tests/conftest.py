@@ -19,3 +19,20 @@ def corpus_dir() -> Path:
             pytest.fail(f"corpus not found at {path} (set KAUDIT_CORPUS)")
         pytest.skip(f"corpus not found at {path} (set KAUDIT_CORPUS)")
     return path
+
+
+def corpus_event_files(corpus: Path) -> list[str]:
+    """Every file of the corpus that holds audit events (not rules, field docs or expected outputs)."""
+    files = []
+    for path in sorted(corpus.rglob("*")):
+        if not path.is_file() or path.suffix in (".yml", ".yaml", ".md", ".tsv"):
+            continue
+        if path.name.endswith("-expected.json"):
+            continue
+        files.append(str(path))
+    return files
+
+
+@pytest.fixture(scope="session")
+def corpus_files(corpus_dir: Path) -> list[str]:
+    return corpus_event_files(corpus_dir)

@@ -56,3 +56,30 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
 def unique_name() -> str:
     """A fresh lowercase name for indices/templates so tests never collide."""
     return f"kaudit-test-{uuid.uuid4().hex[:10]}"
+
+
+_ingested: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="session")
+def ingested_corpus(engine: Engine, corpus_files: list[str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Bootstrap a fresh namespace and ingest the whole corpus; returns the data stream name."""
+    from kaudit_elk.bootstrap import apply, build_plan
+    from kaudit_elk.ingest import IngestOptions, ingest
+    from kaudit_elk.templates import BootstrapOptions, Names
+
+    key = engine.settings.url
+    if key not in _ingested:
+        namespace = f"corpus{uuid.uuid4().hex[:8]}"
+        options = BootstrapOptions(namespace=namespace)
+        apply(engine, build_plan(engine, options), options)
+        dead = tmp_path_factory.mktemp("dead") / "dead.ndjson"
+        stats = ingest(engine, corpus_files, IngestOptions(namespace=namespace, dead_letter=str(dead), refresh=True))
+        _ingested[key] = {"stream": Names(namespace).stream, "namespace": namespace, "stats": stats}
+    return _ingested[key]["stream"]
+
+
+@pytest.fixture(scope="session")
+def ingested_corpus_info(engine: Engine, ingested_corpus: str) -> dict:
+    """Namespace and ingest stats of the ingested corpus (see ingested_corpus)."""
+    return _ingested[engine.settings.url]

@@ -1,0 +1,93 @@
+"""Normalizer throughput as a ratio to ``orjson.loads`` alone on the same lines, same run.
+
+    /tmp/venv/bin/python bench/bench_normalize.py [--events 100000] [--repeat 3]
+
+Corpus events (tests/golden/inputs) are split into Metadata-level events (no bodies) and
+Request/RequestResponse-level events (with requestObject/responseObject), each list is repeated
+to ``--events`` lines, and both pipelines are timed on it (best of ``--repeat``):
+
+* baseline: ``orjson.loads(line)``
+* kaudit:   ``orjson.loads(line)`` + ``envelopes.decode`` + ``normalize``
+
+ratio = baseline time / kaudit time (1.0 = normalizing is free). Targets: >= 0.3 (Metadata),
+>= 0.5 (RequestResponse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Callable
+
+import orjson
+
+from kaudit_elk.envelopes import decode
+from kaudit_elk.fieldspec import ENVELOPE_KEY
+from kaudit_elk.normalize import normalize
+
+INPUTS = Path(__file__).resolve().parents[1] / "tests" / "golden" / "inputs"
+TARGETS = {"Metadata": 0.3, "RequestResponse": 0.5}
+
+
+def corpus_lines() -> dict[str, list[bytes]]:
+    """Native corpus events as JSON lines, grouped by whether they carry bodies."""
+    groups: dict[str, list[bytes]] = {"Metadata": [], "RequestResponse": []}
+    for path in sorted(INPUTS.iterdir()):
+        data = path.read_bytes().lstrip(b"\xef\xbb\xbf")
+        try:
+            values = [orjson.loads(data)]
+        except orjson.JSONDecodeError:
+            values = [orjson.loads(line) for line in data.splitlines() if line.strip()]
+        for value in values:
+            try:
+                events = decode(value)
+            except ValueError:
+                continue
+            for ev in events:
+                if ENVELOPE_KEY in ev or normalize(ev) is None:
+                    continue
+                key = "RequestResponse" if ("requestObject" in ev or "responseObject" in ev) else "Metadata"
+                groups[key].append(orjson.dumps(ev))
+    return groups
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    loads = orjson.loads
+    rows = []
+    for level, base in corpus_lines().items():
+        lines = (base * (args.events // len(base) + 1))[: args.events]
+        mean_bytes = sum(map(len, lines)) / len(lines)
+
+        def baseline() -> None:
+            for line in lines:
+                loads(line)
+
+        def kaudit() -> None:
+            for line in lines:
+                for ev in decode(loads(line)):
+                    normalize(ev)
+
+        t_base, t_norm = best_of(args.repeat, baseline), best_of(args.repeat, kaudit)
+        rows.append((level, len(base), len(lines), mean_bytes, len(lines) / t_base, len(lines) / t_norm, t_base / t_norm))
+    print(f"{'level':<16}{'distinct':>9}{'events':>9}{'avg B':>8}{'loads ev/s':>13}{'kaudit ev/s':>13}{'ratio':>7}{'target':>8}")
+    for level, distinct, n, avg, base_rate, norm_rate, ratio in rows:
+        verdict = "ok" if ratio >= TARGETS[level] else "MISS"
+        print(f"{level:<16}{distinct:>9}{n:>9}{avg:>8.0f}{base_rate:>13,.0f}{norm_rate:>13,.0f}{ratio:>7.2f}{TARGETS[level]:>6.1f} {verdict}")
+
+
+if __name__ == "__main__":
+    main()
