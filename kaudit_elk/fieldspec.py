@@ -154,6 +154,9 @@ POD_SPEC_PATHS: Final = (
     ("template", "spec"),  # PodTemplate
 )
 CONTAINER_LISTS: Final = ("containers", "initContainers", "ephemeralContainers")
+#: Keys that make an object at a POD_SPEC_PATHS location a pod spec (any one, non-null). Volumes and
+#: host-namespace flags count too: a patch or a partial spec may carry them without containers.
+POD_SPEC_MARKERS: Final = (*CONTAINER_LISTS, "volumes", "hostNetwork", "hostPID", "hostIPC")
 HOST_NAMESPACE_FLAGS: Final = (
     ("hostNetwork", "kaudit.pod.host_network"),
     ("hostPID", "kaudit.pod.host_pid"),

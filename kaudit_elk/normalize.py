@@ -344,7 +344,7 @@ def _add(values: list, value: Any) -> None:
 def _pod_specs(body: dict) -> list[dict]:
     for path in fs.POD_SPEC_PATHS:
         spec = _get(body, path)
-        if isinstance(spec, dict) and any(isinstance(spec.get(c), list) for c in fs.CONTAINER_LISTS):
+        if isinstance(spec, dict) and any(spec.get(k) is not None for k in fs.POD_SPEC_MARKERS):
             return [spec]
     return []
 

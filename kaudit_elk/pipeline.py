@@ -113,7 +113,7 @@ List podSpecs(Map body, List paths, List lists) {
   for (def path : paths) {
     def spec = getp(body, path);
     if (spec instanceof Map) {
-      for (def ln : lists) { if (((Map) spec).get(ln) instanceof List) { out.add(spec); return out; } }
+      for (def ln : lists) { if (((Map) spec).get(ln) != null) { out.add(spec); return out; } }
     }
   }
   return out;
@@ -262,7 +262,7 @@ List bodies = new ArrayList();
 for (def b : [a.requestObject, a.responseObject]) { if (b instanceof Map) { bodies.add(b); } }
 if (!bodies.isEmpty()) {
   List specs = new ArrayList();
-  for (def b : bodies) { specs.addAll(podSpecs((Map) b, params.pod_spec_paths, params.container_lists)); }
+  for (def b : bodies) { specs.addAll(podSpecs((Map) b, params.pod_spec_paths, params.pod_spec_markers)); }
   if (!specs.isEmpty()) {
     boolean privileged = false; boolean escalation = false;
     Map flags = new HashMap();
@@ -434,6 +434,7 @@ def _params(cluster: str) -> dict[str, Any]:
         "write_verbs": sorted(fs.WRITE_VERBS),
         "pod_spec_paths": [list(p) for p in fs.POD_SPEC_PATHS],
         "container_lists": list(fs.CONTAINER_LISTS),
+        "pod_spec_markers": list(fs.POD_SPEC_MARKERS),
         "host_flags": [[raw, name, name.rsplit(".", 1)[1]] for raw, name in fs.HOST_NAMESPACE_FLAGS],
         "rbac_rule_fields": [
             ["verbs", "verbs"], ["resources", "resources"], ["apiGroups", "api_groups"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -338,7 +339,12 @@ def compute(
                         _row(d)["namespace"] or "") for d in denied)
 
     # alerts
-    alert_list = list(alerts)
+    alert_list = []
+    for a in alerts:
+        ts = parse_time(a.get("@timestamp"))
+        if (start or end) and (ts is None or (start and ts < start) or (end and ts >= end)):
+            continue
+        alert_list.append(a)
     sev = Counter(str(get(a, "kaudit.alert.severity") or get(a, "rule.level") or "unknown").lower() for a in alert_list)
     by_rule: Counter = Counter()
     rule_sev: dict[tuple[str, str], str] = {}
@@ -376,7 +382,8 @@ def compute(
     if undated:
         notes.append(f"{undated} events had no timestamp; they are counted but not on the timeline")
     if skipped or unreadable:
-        notes.append(f"{unreadable} input records could not be read and {skipped} were not audit events; see `kaudit-elk ingest --dead-letter` for details")
+        notes.append(f"{unreadable} input records could not be read or normalized and {skipped} were skipped as not "
+                     "audit events; they are not in this report")
     summary = {
         "events": len(docs), "requests": len(reqs), "users": len({get(d, "user.name") for d in reqs if get(d, "user.name")}),
         "source_ips": len(ips), "namespaces": len({_row(d)["namespace"] for d in reqs if _row(d)["namespace"]}),
@@ -517,8 +524,11 @@ def svg_timeline(rows: Sequence[Mapping[str, Any]], unit: str, width: int = 880,
             parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{PALETTE[key]}">'
                          f'<title>{html.escape(r["start"])}: {r[key]} {key}</title></rect>')
     label = {"hour": 13, "day": 10, "week": 10}.get(unit, 10)
-    if len(rows) <= 16:  # few (possibly non-contiguous) periods: label every column
+    if len(rows) <= 16:  # few (possibly non-contiguous) periods: label columns, skipping to avoid overlap
+        every = max(1, math.ceil(6.5 * label / step))
         for i, r in enumerate(rows):
+            if i % every:
+                continue
             x = pad_l + i * step + step / 2
             parts.append(f'<text x="{x:.1f}" y="{height - 10}" text-anchor="middle" class="tick">'
                          f'{html.escape(r["start"][:label])}</text>')
@@ -535,7 +545,7 @@ def svg_bars(items: Sequence[tuple[str, int]], width: int = 420, color: str | No
     """Horizontal bars with the label on the left and the value at the bar's end."""
     if not items:
         return '<p class="empty">None in this period.</p>'
-    row_h, label_w, pad = 22, 170, 44
+    row_h, label_w, pad = 22, 200, 44
     height = row_h * len(items) + 6
     top = max(v for _, v in items) or 1
     parts = [f'<svg class="chart" role="img" aria-label="{html.escape(label)}" viewBox="0 0 {width} {height}" '
@@ -544,7 +554,7 @@ def svg_bars(items: Sequence[tuple[str, int]], width: int = 420, color: str | No
         y = 3 + i * row_h
         w = (width - label_w - pad) * value / top
         fill = (colors or {}).get(name, color or PALETTE["bar"])
-        short = name if len(name) <= 26 else name[:25] + "…"
+        short = name if len(name) <= 28 else name[:27] + "…"
         parts.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" class="label">'
                      f'<title>{html.escape(name)}</title>{html.escape(short)}</text>')
         parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 1):.1f}" height="{row_h - 7}" fill="{fill}" rx="2"/>')

@@ -192,7 +192,7 @@ def _value_test(value: Any, placeholders: Mapping[str, Sequence[str]]) -> Callab
         m = _string_matcher(value)
         plain_num = None
         if not value.contains_special():
-            plain_num = _as_number(value.to_plain())
+            plain_num = _as_number("".join(p for p in value.s if isinstance(p, str)))
 
         def test_str(v: Any) -> bool:
             if isinstance(v, str):
@@ -310,7 +310,7 @@ def _plain_key(node: Any) -> tuple[str, str] | None:
     v = node.value
     if isinstance(v, SigmaString) and not isinstance(v, SigmaCasedString) and not v.contains_special() \
             and not v.contains_placeholder():
-        text = v.to_plain()
+        text = "".join(p for p in v.s if isinstance(p, str))
         if _as_number(text) is None and text.lower() not in ("true", "false"):
             return node.field, text.lower()
     return None

@@ -31,15 +31,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "engine" in metafunc.fixturenames:
         names = list(engine_urls())
         metafunc.parametrize("engine", names, indirect=True, scope="session")
+    if "pipeline_engine" in metafunc.fixturenames:
+        # The sandbox OpenSearch engines carry ingest-common + painless (scripts/engines);
+        # Elasticsearch's integ-test zip cannot get them from Maven Central.
+        names = [n for n in engine_urls() if n.startswith("opensearch")]
+        metafunc.parametrize("pipeline_engine", names, indirect=True, scope="session")
 
 
 _connected: dict[str, Engine] = {}
 
 
-@pytest.fixture(scope="session")
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    """A connected kaudit_elk Engine for each engine under test."""
-    name = request.param
+def connect_named(name: str) -> Engine:
+    """Connect (once) to the engine under test called ``name``; fail or skip when it is down."""
     url = engine_urls()[name]
     if name not in _connected:
         try:
@@ -49,7 +52,19 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
             if os.environ.get("KAUDIT_REQUIRE_ENGINES") == "1":
                 pytest.fail(message)
             pytest.skip(message)
-    yield _connected[name]
+    return _connected[name]
+
+
+@pytest.fixture(scope="session")
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """A connected kaudit_elk Engine for each engine under test."""
+    yield connect_named(request.param)
+
+
+@pytest.fixture(scope="session")
+def pipeline_engine(request: pytest.FixtureRequest) -> Engine:
+    """Each engine under test that must run the server-side pipeline (the OpenSearch sandboxes)."""
+    return connect_named(request.param)
 
 
 @pytest.fixture
@@ -83,3 +98,9 @@ def ingested_corpus(engine: Engine, corpus_files: list[str], tmp_path_factory: p
 def ingested_corpus_info(engine: Engine, ingested_corpus: str) -> dict:
     """Namespace and ingest stats of the ingested corpus (see ingested_corpus)."""
     return _ingested[engine.settings.url]
+
+
+@pytest.fixture(scope="session")
+def sandbox_opensearch() -> Engine:
+    """The sandbox OpenSearch 2.19 on :9200 that fault tests may stop and restart."""
+    return connect_named("opensearch")

@@ -91,9 +91,14 @@ def _get(event: dict, dotted: str) -> Any:
     return cur
 
 
+def _specs(event: dict) -> list[dict]:
+    """Pod specs in the request and the response body (a `get` shows the pod in its response)."""
+    return [s for s in (_get(event, "requestObject.spec"), _get(event, "responseObject.spec")) if isinstance(s, dict)]
+
+
 def _containers(event: dict) -> list[dict]:
-    spec = _get(event, "requestObject.spec") or {}
-    return [c for key in ("containers", "initContainers") for c in (spec.get(key) or []) if isinstance(c, dict)]
+    return [c for spec in _specs(event) for key in ("containers", "initContainers")
+            for c in (spec.get(key) or []) if isinstance(c, dict)]
 
 
 SEARCHES: list[tuple[str, dict[str, Any], Callable[[dict], bool]]] = [
@@ -116,7 +121,7 @@ SEARCHES: list[tuple[str, dict[str, Any], Callable[[dict], bool]]] = [
     ("hostPath", {"bool": {"filter": [{"exists": {"field": "kaudit.pod.host_path"}},
                                       {"term": {"orchestrator.resource.type": "pods"}}]}},
      lambda e: _get(e, "objectRef.resource") == "pods"
-     and any(isinstance(v, dict) and v.get("hostPath") for v in (_get(e, "requestObject.spec.volumes") or []))),
+     and any(isinstance(v, dict) and v.get("hostPath") for spec in _specs(e) for v in (spec.get("volumes") or []))),
 ]
 
 

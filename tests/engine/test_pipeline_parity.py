@@ -45,11 +45,11 @@ def _simulate(engine, docs: list[dict]) -> list[dict]:
 
 
 @pytest.fixture
-def needs_processors(engine):
+def needs_processors(pipeline_engine):
+    engine = pipeline_engine
     needed = PROCESSORS | ({"copy"} if engine.flavor == "opensearch" else set())
-    if not engine.caps.has_processors(needed):
-        missing = sorted(needed - set(engine.caps.ingest_processors))
-        pytest.skip(f"engine lacks ingest processors {missing} (painless/ingest-common not installed)")
+    missing = sorted(needed - set(engine.caps.ingest_processors))
+    assert not missing, f"the sandbox engine should have ingest processors {missing} (scripts/engines)"
     return engine
 
 
