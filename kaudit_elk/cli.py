@@ -241,6 +241,58 @@ def ingest(
     run(console, body)
 
 
+@app.command()
+def serve(
+    url: UrlOpt = None,
+    username: UserOpt = None,
+    password: PasswordOpt = None,
+    api_key: ApiKeyOpt = None,
+    ca_certs: CaOpt = None,
+    verify_certs: VerifyOpt = None,
+    config: ConfigOpt = None,
+    namespace: NamespaceOpt = None,
+    cluster: ClusterOpt = None,
+    listen: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:8443",
+    tls_cert: Annotated[Optional[str], typer.Option(help="Server certificate (PEM) for HTTPS")] = None,
+    tls_key: Annotated[Optional[str], typer.Option(help="Server private key (PEM)")] = None,
+    client_ca: Annotated[Optional[str], typer.Option(help="CA that signed the apiserver's client certificate (mTLS)")] = None,
+    dead_letter: Annotated[str, typer.Option(help="Where undecodable batches/events go (NDJSON)")] = "kaudit-dead-letters.ndjson",
+    request_budget: Annotated[float, typer.Option(help="Seconds to retry the engine per batch before answering 503")] = 20.0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Receive the apiserver's audit webhook (EventList batches) and index them; 503 makes the apiserver retry."""
+    console = Console(quiet)
+
+    def body() -> None:
+        from kaudit_elk.engine import connect
+        from kaudit_elk.ingest import IngestOptions
+        from kaudit_elk.serve import ServeOptions, make_server
+
+        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
+                                 namespace=namespace, cluster=cluster)
+        host, _, port = listen.rpartition(":")
+        if not port.isdigit():
+            from kaudit_elk.errors import ConfigError
+
+            raise ConfigError(f"--listen must be host:port, got {listen!r}")
+        engine = connect(settings)
+        options = ServeOptions(host=host or "127.0.0.1", port=int(port), tls_cert=tls_cert, tls_key=tls_key,
+                               client_ca=client_ca, request_budget=request_budget,
+                               ingest=IngestOptions(namespace=settings.namespace, cluster=settings.cluster,
+                                                    dead_letter=dead_letter))
+        server = make_server(engine, options)
+        scheme = "https" if tls_cert else "http"
+        console.info(f"receiving audit webhooks on {scheme}://{listen} -> {engine.info.label} "
+                     f"(stream logs-kubernetes.audit_logs-{settings.namespace})")
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+            console.info(f"stopped: {server.receiver.stats()}")  # type: ignore[attr-defined]
+
+    run(console, body)
+
+
 def _env_has_url() -> bool:
     import os
 

@@ -106,8 +106,10 @@ class DeadLetters:
             self._fh.flush()
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
 
 def load_checkpoint(path: str | None) -> dict[str, int]:
@@ -311,7 +313,8 @@ class Ingester:
 
             try:
                 for record in records:
-                    self.stats.read += 1
+                    with self._lock:
+                        self.stats.read += 1
                     self.progress(1)
                     if record.source != "-":
                         prev = last_offset.get(record.source)

@@ -2,8 +2,11 @@
 
 ``compute(documents, alerts, ...)`` turns normalized audit documents (``kaudit_elk.normalize``)
 and alert dicts (from ``scan`` or the alerts index) into a :class:`ReportData`; it does no I/O.
-``from_files`` and ``from_engine`` are the thin shells that feed it. The HTML is one
-self-contained file: inline CSS and inline SVG charts, no scripts, fonts or images.
+``documents_from_files`` (sources + normalize) and ``documents_from_engine`` (the same documents
+read back from the cluster, so both modes compute identical numbers; ``aggregate_overview`` gives
+the cluster-side totals to detect a truncated read) are the thin shells that feed it. The HTML
+(template ``dashboards/report/report.html.j2``) is one self-contained file: inline CSS and inline
+SVG charts, no scripts, fonts or images.
 """
 
 from __future__ import annotations
@@ -580,7 +583,9 @@ def render(data: ReportData, fmt: Format = "html") -> str:
 def render_html(data: ReportData) -> str:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("kaudit_elk", "templates"), autoescape=True,
+    from kaudit_elk.content import content_dir
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(content_dir("dashboards") / "report")), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     charts = {
         "timeline": svg_timeline(data.timeline, data.timeline_unit),
@@ -590,7 +595,8 @@ def render_html(data: ReportData) -> str:
                            color=PALETTE["failure"], label="Denied requests"),
         "severity": svg_bars([(r["severity"], r["count"]) for r in data.alerts_by_severity], colors=PALETTE,
                              label="Alerts by severity"),
-        "rules": svg_bars([(r["rule"], r["count"]) for r in data.alerts_by_rule[:TOP_N]], label="Alerts by rule"),
+        "rules": svg_bars(sorted(((r["rule"], r["count"]) for r in data.alerts_by_rule), key=lambda kv: -kv[1])[:TOP_N],
+                          label="Top rules by alerts"),
         "levels": svg_bars(list(data.levels.items()), label="Audit levels"),
     }
     return env.get_template("report.html.j2").render(d=data, charts=charts, palette=PALETTE)
