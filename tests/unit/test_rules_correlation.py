@@ -81,8 +81,9 @@ def test_temporal_any_order_and_temporal_ordered(tmp_path):
     both = [ev(0, verb="create", resource="pods"), ev(30)]
     assert len(alerts_of(pack, both, "corr temporal")) == 1
     assert alerts_of(pack, [ev(0), ev(30)], "corr temporal") == []
-    ordered = pack_with(tmp_path / "o" if (tmp_path / "o").mkdir() is None else tmp_path, BASE, BASE2,
-                        corr("temporal_ordered", None, rules=("secret_get", "pod_create")))
+    sub = tmp_path / "ordered"
+    sub.mkdir()
+    ordered = pack_with(sub, BASE, BASE2, corr("temporal_ordered", None, rules=("secret_get", "pod_create")))
     assert len(alerts_of(ordered, [ev(0), ev(30, verb="create", resource="pods")], "corr temporal_ordered")) == 1
     assert alerts_of(ordered, [ev(0, verb="create", resource="pods"), ev(30)], "corr temporal_ordered") == []
     assert alerts_of(ordered, [ev(0), ev(400, verb="create", resource="pods")], "corr temporal_ordered") == []

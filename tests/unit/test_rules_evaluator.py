@@ -66,7 +66,8 @@ EVENT = {
     ({"verb": None}, False),
     ({"requestObject.spec.hostIPC|exists": False}, True),
     ({"verb|exists": True}, True),
-    ({"requestObject.spec": "busybox"}, False),
+    ({"requestObject.spec": "busybox"}, True),  # an object path matches any of its leaf values
+    ({"requestObject.spec": "busy"}, False),
     ({"requestObject.spec.containers|contains": "busy"}, True),  # object: searched by leaf values
 ])
 def test_field_semantics(item, expected):
