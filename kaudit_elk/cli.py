@@ -293,6 +293,54 @@ def serve(
     run(console, body)
 
 
+@app.command()
+def retention(
+    url: UrlOpt = None,
+    username: UserOpt = None,
+    password: PasswordOpt = None,
+    api_key: ApiKeyOpt = None,
+    ca_certs: CaOpt = None,
+    verify_certs: VerifyOpt = None,
+    config: ConfigOpt = None,
+    namespace: NamespaceOpt = None,
+    days: Annotated[float, typer.Option(help="Delete backing indices whose newest event is older than this")] = 90,
+    rollover_age: Annotated[str, typer.Option(help="Roll the write index over when older than this (30m, 12h, 1d)")] = "1d",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be rolled over and deleted")] = False,
+    output: OutputOpt = OutputFormat.text,
+    quiet: QuietOpt = False,
+) -> None:
+    """Client-side lifecycle for clusters without ILM/ISM: roll over and delete expired backing indices (cron it daily)."""
+    console = Console(quiet)
+
+    def body() -> None:
+        from kaudit_elk.engine import connect
+        from kaudit_elk.retention import apply_retention, parse_age
+
+        try:
+            parse_age(rollover_age)
+        except ValueError as exc:
+            from kaudit_elk.errors import ConfigError
+
+            raise ConfigError(str(exc)) from None
+        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config, namespace=namespace)
+        engine = connect(settings)
+        if engine.caps.lifecycle:
+            console.warn(f"this cluster has {engine.caps.lifecycle.upper()}; the policy installed by bootstrap "
+                         "already manages retention")
+        plan = apply_retention(engine, settings.namespace, days, rollover_age, dry_run=dry_run)
+        if output is OutputFormat.json:
+            console.json({"dry_run": dry_run, "rollover": plan.rollover, "delete": plan.delete, "keep": plan.keep})
+            return
+        verb = "would" if dry_run else "did"
+        console.data(f"rollover: {verb} {'roll over' if plan.rollover else 'not roll over'}")
+        for name in plan.delete:
+            console.data(f"delete: {name}")
+        for name in plan.keep:
+            console.data(f"keep:   {name}")
+
+    run(console, body)
+
+
 def _env_has_url() -> bool:
     import os
 
@@ -300,7 +348,7 @@ def _env_has_url() -> bool:
 
 
 # Command modules register themselves here; each owns one area of the CLI.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("kaudit_elk.cli_rules", "kaudit_elk.cli_dashboards")
 
 
 def _register() -> None:
