@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
     def export(
         flavor: Annotated[UiFlavor, typer.Option("--flavor", help="Which UI the NDJSON is for")],
         out: Annotated[Optional[Path], typer.Option("--out", help="Write to FILE instead of stdout")] = None,
-        namespace: Annotated[str, typer.Option("--namespace", help="Data stream namespace in index patterns ('*' = all)")] = "default",
+        namespace: Annotated[str, typer.Option("--namespace", help="Data stream namespace in index patterns ('*' = all)")] = "kaudit",
         quiet: base.QuietOpt = False,
     ) -> None:
         """Print the saved objects (index patterns, searches, visualizations, dashboards) as NDJSON."""
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
     def import_(
         kibana_url: Annotated[Optional[str], typer.Option("--kibana-url", envvar="KAUDIT_KIBANA_URL", help="Kibana base URL")] = None,
         dashboards_url: Annotated[Optional[str], typer.Option("--dashboards-url", envvar="KAUDIT_DASHBOARDS_URL", help="OpenSearch Dashboards base URL")] = None,
-        namespace: Annotated[str, typer.Option("--namespace", help="Data stream namespace in index patterns ('*' = all)")] = "default",
+        namespace: Annotated[str, typer.Option("--namespace", help="Data stream namespace in index patterns ('*' = all)")] = "kaudit",
         space: Annotated[Optional[str], typer.Option("--space", help="Kibana space (default space when omitted)")] = None,
         tenant: Annotated[Optional[str], typer.Option("--tenant", help="OpenSearch Security tenant")] = None,
         username: Annotated[Optional[str], typer.Option("--username", "-u", envvar="KAUDIT_USERNAME", help="Basic auth user")] = None,

@@ -399,7 +399,7 @@ def saved_searches_for_rules(rules: Iterable[tuple[str, str, str]], index: str =
 
 def render(
     flavor: Flavor,
-    index_namespace: str = "default",
+    index_namespace: str = "kaudit",
     source: Source | None = None,
     rules: Iterable[tuple[str, str, str]] = (),
 ) -> list[dict[str, Any]]:

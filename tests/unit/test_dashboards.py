@@ -103,7 +103,7 @@ def test_index_namespace_changes_titles_only() -> None:
     assert titles == {"kaudit-index-pattern-audit": "logs-kubernetes.audit_logs-*",
                       "kaudit-index-pattern-alerts": "kaudit-alerts-*"}
     default = {o["id"]: o["attributes"]["title"] for o in d.render("opensearch") if o["type"] == "index-pattern"}
-    assert default["kaudit-index-pattern-audit"] == "logs-kubernetes.audit_logs-default"
+    assert default["kaudit-index-pattern-audit"] == "logs-kubernetes.audit_logs-kaudit"
 
 
 def test_visstate_aggs_use_declared_fields(exported: tuple[str, list[dict]], source: d.Source) -> None:
