@@ -1,10 +1,10 @@
 """Normalizer throughput as a ratio to ``orjson.loads`` alone on the same lines, same run.
 
-    /tmp/venv/bin/python bench/bench_normalize.py [--events 100000] [--repeat 3]
+    /tmp/venv/bin/python bench/bench_normalize.py [--events 100000] [--repeat 5]
 
 Corpus events (tests/golden/inputs) are split into Metadata-level events (no bodies) and
 Request/RequestResponse-level events (with requestObject/responseObject), each list is repeated
-to ``--events`` lines, and both pipelines are timed on it (best of ``--repeat``):
+to ``--events`` lines, and both pipelines are timed on it (best of ``--repeat``, interleaved):
 
 * baseline: ``orjson.loads(line)``
 * kaudit:   ``orjson.loads(line)`` + ``envelopes.decode`` + ``normalize``
@@ -52,19 +52,22 @@ def corpus_lines() -> dict[str, list[bytes]]:
     return groups
 
 
-def best_of(repeat: int, fn: Callable[[], object]) -> float:
-    best = float("inf")
+def best_of(repeat: int, *fns: Callable[[], object]) -> list[float]:
+    """Best time of each function, runs interleaved (a, b, a, b, ...) so that load changes on a
+    shared machine hit the baseline and the measured pipeline alike instead of skewing the ratio."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
     return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     loads = orjson.loads
     rows = []
@@ -81,7 +84,7 @@ def main() -> None:
                 for ev in decode(loads(line)):
                     normalize(ev)
 
-        t_base, t_norm = best_of(args.repeat, baseline), best_of(args.repeat, kaudit)
+        t_base, t_norm = best_of(args.repeat, baseline, kaudit)
         rows.append((level, len(base), len(lines), mean_bytes, len(lines) / t_base, len(lines) / t_norm, t_base / t_norm))
     print(f"{'level':<16}{'distinct':>9}{'events':>9}{'avg B':>8}{'loads ev/s':>13}{'kaudit ev/s':>13}{'ratio':>7}{'target':>8}")
     for level, distinct, n, avg, base_rate, norm_rate, ratio in rows:

@@ -45,6 +45,10 @@ class EnvelopeError(ValueError):
 
 def decode(obj: Any) -> list[dict]:
     """Return the audit Events held by one parsed JSON value (raise EnvelopeError if none apply)."""
+    if type(obj) is dict and obj.get("kind") == "Event":  # fast path: a native Event, as apiservers write it
+        api = obj.get("apiVersion")
+        if api is None or (type(api) is str and api.startswith("audit.k8s.io/")):
+            return [obj]
     if isinstance(obj, list):
         out: list[dict] = []
         for item in obj:

@@ -3,14 +3,22 @@
 The mapping is declared in :mod:`kaudit_elk.fieldspec`; this module executes it. The same spec
 drives the server-side ingest pipeline (:mod:`kaudit_elk.pipeline`), and an engine test proves
 both produce the same documents.
+
+Speed (``bench/bench_normalize.py``): ``normalize`` is one straight-line function over the
+fieldspec tables as they are today (checked by tests/unit/test_normalize_spec.py; a change there
+must be mirrored here), with no per-field helper calls, one C-level fetch of every known
+top-level field and inline JSON type checks, a string-slicing fast path for
+``YYYY-MM-DD[T ]HH:MM:SS[.f+][Z]`` timestamps (with a per-minute cache; any other form goes
+through ``datetime.fromisoformat`` as before), and bodies that are copied only when managedFields
+removal or truncation changes them. Output is byte-for-byte what the plain table walk produced.
 """
 
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import methodcaller
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -49,101 +57,211 @@ def doc_id(cluster: str, audit_id: str, stage: str) -> str:
 
 def normalize(event: dict, options: NormalizeOptions = DEFAULT) -> dict | None:
     """Build the document for one raw Event; None when its stage is filtered out."""
-    try:
-        return _normalize(event, options)
-    except SkipEvent:
+    if type(event) is not dict and not isinstance(event, dict):
+        raise NormalizeError(f"event must be a JSON object, got {type(event).__name__}")
+    # Every known top-level field in one C-level pass, then their JSON types (RAW_TYPES) checked
+    # inline; the loop in _check_types only runs to name the offending field (or to accept subclasses).
+    (kind, api, level, audit_id, stage, uri, verb, user_agent, user, imp, ips, ref, status,
+     annotations, received, stage_ts, legacy_ts, request, response) = map(event.get, _KEYS)
+    if not ((type(kind) is str or kind is None) and (type(api) is str or api is None)
+            and (type(level) is str or level is None) and (type(audit_id) is str or audit_id is None)
+            and (type(stage) is str or stage is None) and (type(uri) is str or uri is None)
+            and (type(verb) is str or verb is None) and (type(user_agent) is str or user_agent is None)
+            and (type(user) is dict or user is None) and (type(imp) is dict or imp is None)
+            and (type(ips) is list or ips is None) and (type(ref) is dict or ref is None)
+            and (type(status) is dict or status is None) and (type(annotations) is dict or annotations is None)
+            and (type(received) is str or received is None) and (type(stage_ts) is str or stage_ts is None)
+            and (type(legacy_ts) is str or legacy_ts is None)):
+        _check_types(event)
+    if stage is not None and stage not in options.stages:
         return None
 
-
-# ---------------------------------------------------------------------------------------------
-_RAW_TYPES = fs.RAW_TYPES
-
-
-def _copy_plan() -> tuple[tuple[str, tuple[tuple[str | None, tuple[str, ...]], ...]], ...]:
-    """fieldspec.COPIES grouped by the raw top-level key (sources are one or two levels deep)."""
-    plan: dict[str, list] = {}
-    for src, dst in fs.COPIES:
-        if len(src) > 2:
-            raise AssertionError(f"copy source {src} deeper than two levels")
-        plan.setdefault(src[0], []).append((src[1] if len(src) == 2 else None, tuple(dst.split("."))))
-    return tuple((top, tuple(items)) for top, items in plan.items())
-
-
-_COPY_PLAN = _copy_plan()
-_DEDOT = fs.DEDOTTED_OBJECTS
-_UTC = timezone.utc
-
-
-def _normalize(event: dict, options: NormalizeOptions) -> dict:
-    if not isinstance(event, dict):
-        raise NormalizeError(f"event must be a JSON object, got {type(event).__name__}")
-    raw_types = _RAW_TYPES
-    for key, value in event.items():
-        types = raw_types.get(key)
-        if types is not None and value is not None and not isinstance(value, types):
-            raise NormalizeError(f"field {key!r} must be {types[0].__name__}, got {type(value).__name__}: {_short(value)}")
-    stage = event.get("stage")
-    if stage is not None and stage not in options.stages:
-        raise SkipEvent(stage)
-
     audit = dict(event)
-    envelope = audit.pop(fs.ENVELOPE_KEY, None)
-    for path in _DEDOT:
-        _dedot_at(audit, path)
+    envelope = audit.pop(_ENVELOPE_KEY, None)
+    # dedot (DEDOTTED_OBJECTS): never mutate the input
+    if annotations is not None:
+        dedotted = _dedot(annotations)
+        if dedotted is not annotations:
+            audit["annotations"] = annotations = dedotted
+    if user is not None:
+        extra = user.get("extra")
+        if extra is not None and isinstance(extra, dict):
+            dedotted = _dedot(extra)
+            if dedotted is not extra:
+                audit["user"] = {**user, "extra": dedotted}
+    if imp is not None:
+        extra = imp.get("extra")
+        if extra is not None and isinstance(extra, dict):
+            dedotted = _dedot(extra)
+            if dedotted is not extra:
+                audit["impersonatedUser"] = {**imp, "extra": dedotted}
 
-    doc: dict[str, Any] = {}
-    start, start_dt = _first_timestamp(event)
+    # @timestamp / event.start (TIMESTAMP_SOURCES, first present wins)
+    if received is not None:
+        start, start_us = _parse_ts(received, "requestReceivedTimestamp")
+    elif stage_ts is not None:
+        start, start_us = _parse_ts(stage_ts, "stageTimestamp")
+    elif legacy_ts is not None:
+        start, start_us = _parse_ts(legacy_ts, "timestamp")
+    else:
+        meta = event.get("metadata")
+        created = meta.get("creationTimestamp") if isinstance(meta, dict) else None
+        if created is not None:
+            start, start_us = _parse_ts(created, "metadata.creationTimestamp")
+        else:
+            start = None
+    ev: dict[str, Any] = {"kind": "event", "module": _MODULE, "dataset": _DATASET}
     if start is not None:
-        doc["@timestamp"] = start
-    ev: dict[str, Any] = {
-        "kind": "event",
-        "module": fs.EVENT_MODULE,
-        "dataset": fs.EVENT_DATASET,
-    }
-    doc["event"] = ev
-    doc["ecs"] = {"version": fs.ECS_VERSION}
-    for top, plan in _COPY_PLAN:
-        obj = event.get(top)
-        if obj is None:
-            continue
-        for sub, dst in plan:
-            value = obj if sub is None else obj.get(sub)
-            if value is not None:
-                parent = doc
-                for key in dst[:-1]:
-                    child = parent.get(key)
-                    if child is None:
-                        child = parent[key] = {}
-                    parent = child
-                parent[dst[-1]] = value
+        doc: dict[str, Any] = {"@timestamp": start, "event": ev, "ecs": {"version": _ECS_VERSION}}
+    else:
+        doc = {"event": ev, "ecs": {"version": _ECS_VERSION}}
 
+    # plain copies (fieldspec.COPIES, in its order)
+    if verb is not None:
+        ev["action"] = verb
+    users: list[str] = []
+    out_user: dict[str, Any] | None = None
+    if user is not None:
+        name = user.get("username")
+        uid = user.get("uid")
+        groups = user.get("groups")
+        if name is not None or uid is not None or groups is not None:
+            out_user = doc["user"] = {}
+            if name is not None:
+                out_user["name"] = name
+                if name and isinstance(name, str):
+                    users.append(name)
+            if uid is not None:
+                out_user["id"] = uid
+                if uid and isinstance(uid, str) and uid not in users:
+                    users.append(uid)
+            if groups is not None:
+                out_user["group"] = {"name": groups}
+    if imp is not None:
+        name = imp.get("username")
+        uid = imp.get("uid")
+        groups = imp.get("groups")
+        if name is not None or uid is not None or groups is not None:
+            effective: dict[str, Any] = {}
+            if name is not None:
+                effective["name"] = name
+                if name and isinstance(name, str) and name not in users:
+                    users.append(name)
+            if uid is not None:
+                effective["id"] = uid
+                if uid and isinstance(uid, str) and uid not in users:
+                    users.append(uid)
+            if groups is not None:
+                effective["group"] = {"name": groups}
+            if out_user is None:
+                doc["user"] = {"effective": effective}
+            else:
+                out_user["effective"] = effective
+    if user_agent is not None:
+        doc["user_agent"] = {"original": user_agent}
+    code = None
+    if status is not None:
+        code = status.get("code")
+        if code is not None:
+            doc["http"] = {"response": {"status_code": code}}
+    if uri is not None:
+        url = doc["url"] = {"original": uri}
+    orch: dict[str, Any] | None = None
+    if ref is not None:
+        resource = ref.get("resource")
+        sub = ref.get("subresource")
+        namespace = ref.get("namespace")
+        obj_name = ref.get("name")
+        if namespace is not None or resource is not None or obj_name is not None:
+            orch = doc["orchestrator"] = {}
+            if namespace is not None:
+                orch["namespace"] = namespace
+            if resource is not None:
+                orch["resource"] = {"type": resource} if obj_name is None else {"type": resource, "name": obj_name}
+            elif obj_name is not None:
+                orch["resource"] = {"name": obj_name}
+    else:
+        ref = _EMPTY
+        resource = sub = None
+
+    # event.start / end / duration
     if start is not None:
         ev["start"] = start
-    stage_ts = event.get("stageTimestamp")
     if stage_ts is not None:
-        end, end_dt = _parse_ts(stage_ts, "stageTimestamp")
-        ev["end"] = end
-        if start_dt is not None and event.get("requestReceivedTimestamp") is not None:
-            delta = end_dt - start_dt
-            ev["duration"] = ((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
+        if received is not None:
+            end, end_us = _parse_ts(stage_ts, "stageTimestamp")
+            ev["end"] = end
+            ev["duration"] = (end_us - start_us) * 1000
+        else:  # start came from stageTimestamp
+            ev["end"] = start
 
-    ref = event.get("objectRef") or {}
-    verb = event.get("verb")
-    annotations = audit.get("annotations") or {}  # dedotted: also accepts pre-dedotted shippers
-    decision = annotations.get("authorization_k8s_io/decision")
-    status = event.get("responseStatus") or {}
-    code = status.get("code")
-    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+    # event.category / type / outcome
+    decision = annotations.get("authorization_k8s_io/decision") if annotations else None
+    if code is not None and code.__class__ is not int and (not isinstance(code, int) or isinstance(code, bool)):
         raise NormalizeError(f"field 'responseStatus.code' must be int, got {type(code).__name__}: {_short(code)}")
-    ev["category"], ev["type"] = _category_type(verb, ref, decision, code)
-    outcome = _outcome(decision, code)
-    if outcome is not None:
-        ev["outcome"] = outcome
+    if sub in _EXEC_SUBRESOURCES:
+        category, types = ["process"], ["start"]
+    elif resource in _IAM_RESOURCES:
+        category, types = ["iam"], [_VERB_TYPES.get(verb, "info")]
+    elif verb in _WRITE_VERBS:
+        category, types = ["configuration"], [_VERB_TYPES[verb]]
+    else:
+        category, types = ["api"], [_VERB_TYPES.get(verb, "info")]
+    if decision == "forbid":
+        types.append("denied")
+        ev["category"] = category
+        ev["type"] = types
+        ev["outcome"] = "failure"
+    else:
+        if code == 401 or code == 403:
+            types.append("denied")
+        elif decision == "allow":
+            types.append("allowed")
+        ev["category"] = category
+        ev["type"] = types
+        if code is not None:
+            ev["outcome"] = "failure" if code >= 400 else "success"
+        elif decision == "allow":
+            ev["outcome"] = "success"
 
-    _source_ips(doc, event.get("sourceIPs"))
-    _related_users(doc, event)
-    _url(doc, event.get("requestURI"))
-    orch = doc.setdefault("orchestrator", {})
+    # source.ip / related.ip / related.user
+    related = None
+    if ips and len(ips) == 1 and type(ips[0]) is str:  # the usual case
+        ip = ips[0]
+        good = _IP_CACHE.get(ip)
+        if good is None:
+            good = _learn_ip(ip)
+        if good:
+            doc["source"] = {"ip": ip}
+            related = doc["related"] = {"ip": [ip]}
+    elif ips:
+        valid: list[str] = []
+        for ip in ips:
+            if isinstance(ip, str):
+                good = _IP_CACHE.get(ip)
+                if good is None:
+                    good = _learn_ip(ip)
+                if good and ip not in valid:
+                    valid.append(ip)
+        if valid:
+            doc["source"] = {"ip": valid[0]}
+            related = doc["related"] = {"ip": valid}
+    if users:
+        if related is None:
+            doc["related"] = {"user": users}
+        else:
+            related["user"] = users
+
+    # url.path / url.query
+    if uri:
+        path, _, query = uri.partition("?")
+        url["path"] = path
+        if query:
+            url["query"] = query
+
+    # orchestrator.*
+    if orch is None:
+        orch = doc["orchestrator"] = {}
     orch["type"] = "kubernetes"
     cluster = options.cluster
     if envelope:
@@ -154,15 +272,18 @@ def _normalize(event: dict, options: NormalizeOptions) -> dict:
         group = ref.get("apiGroup")
         orch["api_version"] = f"{group}/{api_version}" if group else api_version
 
+    # kaudit.* (typed copies taken before any truncation), bodies
     kaudit: dict[str, Any] = {}
-    _exec(kaudit, ref, event.get("requestURI"))
-    bodies = [b for b in (event.get("requestObject"), event.get("responseObject")) if isinstance(b, dict)]
-    if bodies:
-        _pod_fields(kaudit, bodies)
-        _rbac_fields(kaudit, bodies)
-        if ref.get("resource") in fs.SERVICE_RESOURCES:
-            _service_fields(kaudit, bodies)
-    _bodies(audit, kaudit, options)
+    if uri and sub in _EXEC_SUBRESOURCES:
+        _exec(kaudit, uri)
+    if request is not None or response is not None:
+        bodies = [b for b in (request, response) if isinstance(b, dict)]
+        if bodies:
+            _pod_fields(kaudit, bodies)
+            _rbac_fields(kaudit, bodies)
+            if resource in _SERVICE_RESOURCES:
+                _service_fields(kaudit, bodies)
+        _bodies(audit, kaudit, options, request, response)
     if envelope:
         provider = envelope.get("provider")
         if provider:
@@ -173,9 +294,42 @@ def _normalize(event: dict, options: NormalizeOptions) -> dict:
     if kaudit:
         doc["kaudit"] = kaudit
     if options.keep_original:
-        ev["original"] = orjson.dumps({k: v for k, v in event.items() if k != fs.ENVELOPE_KEY}).decode()
+        ev["original"] = orjson.dumps({k: v for k, v in event.items() if k != _ENVELOPE_KEY}).decode()
     doc["kubernetes"] = {"audit": audit}
     return doc
+
+
+# ---- tables -----------------------------------------------------------------------------------
+#: Top-level fields read in one pass, in the order ``normalize`` unpacks them. normalize executes
+#: the fieldspec tables inline for speed; tests/unit/test_normalize_spec.py checks, table by table,
+#: that its behaviour still follows kaudit_elk.fieldspec.
+_KEYS = ("kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "userAgent", "user",
+         "impersonatedUser", "sourceIPs", "objectRef", "responseStatus", "annotations",
+         "requestReceivedTimestamp", "stageTimestamp", "timestamp", "requestObject", "responseObject")
+_RAW_TYPES = fs.RAW_TYPES
+_CACHE_MAX = 4096
+
+_ENVELOPE_KEY = fs.ENVELOPE_KEY
+_MODULE = fs.EVENT_MODULE
+_DATASET = fs.EVENT_DATASET
+_ECS_VERSION = fs.ECS_VERSION
+_EXEC_SUBRESOURCES = fs.EXEC_SUBRESOURCES
+_IAM_RESOURCES = fs.IAM_RESOURCES
+_WRITE_VERBS = fs.WRITE_VERBS
+_VERB_TYPES = fs.VERB_TYPES
+_SERVICE_RESOURCES = fs.SERVICE_RESOURCES
+_POD_MARKERS = frozenset(fs.POD_SPEC_MARKERS)
+_EMPTY: dict = {}
+_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+
+
+def _check_types(event: dict) -> None:
+    """Name the first field (in event order) whose JSON type is wrong."""
+    for key, value in event.items():
+        types = _RAW_TYPES.get(key)
+        if types is not None and value is not None and not isinstance(value, types):
+            raise NormalizeError(f"field {key!r} must be {types[0].__name__}, got {type(value).__name__}: {_short(value)}")
 
 
 def _short(value: Any) -> str:
@@ -191,23 +345,78 @@ def _get(obj: dict, path: tuple[str, ...]) -> Any:
     return obj
 
 
-def _dedot_at(audit: dict, path: tuple[str, ...]) -> None:
-    if len(path) == 1:
-        obj = audit.get(path[0])
-        if isinstance(obj, dict) and any("." in k for k in obj):
-            audit[path[0]] = {k.replace(".", "_"): v for k, v in obj.items()}
-        return
-    top = audit.get(path[0])
-    if not isinstance(top, dict):
-        return
-    obj = top.get(path[1])
-    if isinstance(obj, dict) and any("." in k for k in obj):
-        audit[path[0]] = {**top, path[1]: {k.replace(".", "_"): v for k, v in obj.items()}}  # never mutate the input
+_dedot_key = methodcaller("replace", ".", "_")
+
+
+def _dedot(obj: dict) -> dict:
+    """``obj`` itself when no key has a dot, else a copy with dotted keys rewritten ("." -> "_")."""
+    try:
+        if "." not in "".join(obj):
+            return obj
+    except TypeError:  # a non-string key: same checks (and errors) as the plain loop
+        if not any("." in k for k in obj):
+            return obj
+        return {k.replace(".", "_"): v for k, v in obj.items()}
+    return dict(zip(map(_dedot_key, obj), obj.values()))
 
 
 # ---- timestamps -----------------------------------------------------------------------------
-def _parse_ts(value: Any, name: str) -> tuple[str, datetime]:
-    """Any RFC3339/ISO-8601-ish timestamp -> (canonical ``...ffffffZ`` string, aware datetime)."""
+#: "YYYY-MM-DD[T ]HH:MM" -> ("YYYY-MM-DDTHH:MM", UTC epoch seconds), or None when not that form.
+_MINUTES: dict[str, tuple[str, int] | None] = {}
+_SECONDS = {f"{i:02d}": i for i in range(60)}
+_MISSING = object()
+
+
+def _learn_minute(prefix: str) -> tuple[str, int] | None:
+    minute = None
+    if (prefix[4] == "-" and prefix[7] == "-" and prefix[13] == ":" and prefix[10] in ("T", " ")
+            and prefix[0] != "0" and prefix.isascii()):
+        y, mo, d, h, mi = prefix[0:4], prefix[5:7], prefix[8:10], prefix[11:13], prefix[14:16]
+        if y.isdigit() and mo.isdigit() and d.isdigit() and h.isdigit() and mi.isdigit():
+            try:
+                dt = datetime(int(y), int(mo), int(d), int(h), int(mi), tzinfo=_UTC)
+            except ValueError:
+                pass
+            else:
+                delta = dt - _EPOCH
+                minute = (f"{prefix[:10]}T{prefix[11:]}", delta.days * 86400 + delta.seconds)
+    if len(_MINUTES) >= _CACHE_MAX:
+        _MINUTES.clear()
+    _MINUTES[prefix] = minute
+    return minute
+
+
+def _parse_ts(value: Any, name: str) -> tuple[str, int]:
+    """RFC3339/ISO-8601-ish timestamp -> (canonical ``...ffffffZ`` string, UTC epoch microseconds).
+
+    ``YYYY-MM-DD[T ]HH:MM:SS``, optionally ``.`` and 1+ digits, optionally ``Z`` (what apiservers
+    and most shippers write) is read by slicing; anything else by ``datetime.fromisoformat``.
+    """
+    if type(value) is str and len(value) >= 19 and value[16] == ":" and value.isascii():
+        minute = _MINUTES.get(value[:16], _MISSING)
+        if minute is _MISSING:
+            minute = _learn_minute(value[:16])
+        second = _SECONDS.get(value[17:19])
+        if minute is not None and second is not None:
+            size = len(value)
+            if size == 27:
+                if value[26] == "Z" and value[19] == ".":  # the apiserver's own form
+                    frac = value[20:26]
+                    if frac.isdigit():
+                        return (value if value[10] == "T" else minute[0] + value[16:]), \
+                            (minute[1] + second) * 1_000_000 + int(frac)
+                    return _parse_ts_slow(value, name)
+            if size == 19 or (size == 20 and value[19] == "Z"):
+                return f"{minute[0]}{value[16:19]}.000000Z", (minute[1] + second) * 1_000_000
+            if value[19] == ".":
+                frac = value[20:-1] if value[-1] == "Z" else value[20:]
+                if frac.isdigit():
+                    frac = frac[:6] if len(frac) >= 6 else frac.ljust(6, "0")
+                    return f"{minute[0]}{value[16:19]}.{frac}Z", (minute[1] + second) * 1_000_000 + int(frac)
+    return _parse_ts_slow(value, name)
+
+
+def _parse_ts_slow(value: Any, name: str) -> tuple[str, int]:
     if not isinstance(value, str):
         raise NormalizeError(f"field {name!r} must be a timestamp string, got {type(value).__name__}")
     try:
@@ -218,55 +427,23 @@ def _parse_ts(value: Any, name: str) -> tuple[str, datetime]:
         dt = dt.replace(tzinfo=_UTC)
     elif dt.utcoffset():
         dt = dt.astimezone(_UTC)
+    delta = dt - _EPOCH
+    micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
     if len(value) == 27 and value[26] == "Z" and value[19] == ".":
-        return value.replace(" ", "T"), dt
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), dt
+        return value.replace(" ", "T"), micros
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), micros
 
 
-def _first_timestamp(event: dict) -> tuple[str | None, datetime | None]:
-    value = event.get("requestReceivedTimestamp")
-    if value is not None:
-        return _parse_ts(value, "requestReceivedTimestamp")
-    for path in fs.TIMESTAMP_SOURCES:
-        value = _get(event, path)
-        if value is not None:
-            return _parse_ts(value, ".".join(path))
-    return None, None
+# ---- source / exec --------------------------------------------------------------------------
+_IP_CACHE: dict[str, bool] = {}
 
 
-# ---- event.category / type / outcome --------------------------------------------------------
-def _category_type(verb: Any, ref: dict, decision: Any, code: Any) -> tuple[list[str], list[str]]:
-    resource = ref.get("resource")
-    sub = ref.get("subresource")
-    if sub in fs.EXEC_SUBRESOURCES:
-        category, types = ["process"], ["start"]
-    elif resource in fs.IAM_RESOURCES:
-        category, types = ["iam"], [fs.VERB_TYPES.get(verb, "info")]
-    elif verb in fs.WRITE_VERBS:
-        category, types = ["configuration"], [fs.VERB_TYPES[verb]]
-    else:
-        category, types = ["api"], [fs.VERB_TYPES.get(verb, "info")]
-    if decision == "forbid" or code in (401, 403):
-        types.append("denied")
-    elif decision == "allow":
-        types.append("allowed")
-    return category, types
-
-
-def _outcome(decision: Any, code: Any) -> str | None:
-    if decision == "forbid":
-        return "failure"
-    if code is not None:
-        return "failure" if code >= 400 else "success"
-    if decision == "allow":
-        return "success"
-    return None
-
-
-# ---- source / related / url -----------------------------------------------------------------
-@lru_cache(maxsize=4096)
-def _is_ip_cached(text: str) -> bool:
-    return _is_ip(text)
+def _learn_ip(text: str) -> bool:
+    good = _is_ip(text)
+    if len(_IP_CACHE) >= _CACHE_MAX:
+        _IP_CACHE.clear()
+    _IP_CACHE[text] = good
+    return good
 
 
 def _is_ip(text: Any) -> bool:
@@ -279,43 +456,7 @@ def _is_ip(text: Any) -> bool:
     return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
 
 
-def _source_ips(doc: dict, ips: Any) -> None:
-    if not ips:
-        return
-    valid: list[str] = []
-    for ip in ips:
-        if isinstance(ip, str) and _is_ip_cached(ip) and ip not in valid:
-            valid.append(ip)
-    if valid:
-        doc["source"] = {"ip": valid[0]}
-        doc["related"] = {"ip": valid}
-
-
-def _related_users(doc: dict, event: dict) -> None:
-    users: list[str] = []
-    for who in (event.get("user"), event.get("impersonatedUser")):
-        if isinstance(who, dict):
-            for key in ("username", "uid"):
-                value = who.get(key)
-                if isinstance(value, str) and value and value not in users:
-                    users.append(value)
-    if users:
-        doc.setdefault("related", {})["user"] = users
-
-
-def _url(doc: dict, uri: Any) -> None:
-    if not uri:
-        return
-    path, sep, query = uri.partition("?")
-    url = doc.setdefault("url", {})
-    url["path"] = path
-    if query:
-        url["query"] = query
-
-
-def _exec(kaudit: dict, ref: dict, uri: Any) -> None:
-    if ref.get("subresource") not in fs.EXEC_SUBRESOURCES or not uri:
-        return
+def _exec(kaudit: dict, uri: str) -> None:
     query = uri.partition("?")[2]
     if not query:
         return
@@ -336,25 +477,44 @@ def _exec(kaudit: dict, ref: dict, uri: Any) -> None:
 
 
 # ---- typed security fields ------------------------------------------------------------------
-def _add(values: list, value: Any) -> None:
-    if value is not None and value not in values:
-        values.append(value)
+def _is_pod_spec(spec: Any) -> bool:
+    if not isinstance(spec, dict) or spec.keys().isdisjoint(_POD_MARKERS):
+        return False
+    return (spec.get("containers") is not None or spec.get("initContainers") is not None
+            or spec.get("ephemeralContainers") is not None or spec.get("volumes") is not None
+            or spec.get("hostNetwork") is not None or spec.get("hostPID") is not None
+            or spec.get("hostIPC") is not None)
 
 
-def _pod_specs(body: dict) -> list[dict]:
-    for path in fs.POD_SPEC_PATHS:
-        spec = _get(body, path)
-        if isinstance(spec, dict) and any(spec.get(k) is not None for k in fs.POD_SPEC_MARKERS):
-            return [spec]
-    return []
+def _pod_spec(body: dict) -> dict | None:
+    """The pod spec of a body (POD_SPEC_PATHS, first match wins), or None."""
+    spec = body.get("spec")
+    if isinstance(spec, dict):
+        if _is_pod_spec(spec):
+            return spec
+        template = spec.get("template")
+        if isinstance(template, dict):
+            inner = template.get("spec")
+            if _is_pod_spec(inner):
+                return inner  # type: ignore[return-value]
+        job = spec.get("jobTemplate")
+        if isinstance(job, dict):
+            inner = _get(job, ("spec", "template", "spec"))
+            if _is_pod_spec(inner):
+                return inner  # type: ignore[return-value]
+    template = body.get("template")
+    if isinstance(template, dict):
+        inner = template.get("spec")
+        if _is_pod_spec(inner):
+            return inner  # type: ignore[return-value]
+    return None
 
 
 def _pod_fields(kaudit: dict, bodies: list[dict]) -> None:
-    specs = [s for b in bodies for s in _pod_specs(b)]
+    specs = [s for s in map(_pod_spec, bodies) if s is not None]
     if not specs:
         return
-    privileged = escalation = False
-    flags = {name: False for _, name in fs.HOST_NAMESPACE_FLAGS}
+    privileged = escalation = host_network = host_pid = host_ipc = False
     host_path: list = []
     host_ports: list = []
     caps: list = []
@@ -362,30 +522,37 @@ def _pod_fields(kaudit: dict, bodies: list[dict]) -> None:
     run_as: list = []
     account = None
     for spec in specs:
-        for key, name in fs.HOST_NAMESPACE_FLAGS:
-            if spec.get(key) is True:
-                flags[name] = True
+        if spec.get("hostNetwork") is True:
+            host_network = True
+        if spec.get("hostPID") is True:
+            host_pid = True
+        if spec.get("hostIPC") is True:
+            host_ipc = True
         for vol in spec.get("volumes") or ():
             if isinstance(vol, dict) and isinstance(vol.get("hostPath"), dict):
-                _add(host_path, vol["hostPath"].get("path"))
+                path = vol["hostPath"].get("path")
+                if path is not None and path not in host_path:
+                    host_path.append(path)
         psc = spec.get("securityContext")
         if isinstance(psc, dict) and isinstance(psc.get("runAsUser"), int):
-            _add(run_as, psc["runAsUser"])
+            if psc["runAsUser"] not in run_as:
+                run_as.append(psc["runAsUser"])
         if account is None:
             for key in ("serviceAccountName", "serviceAccount"):
                 if isinstance(spec.get(key), str) and spec[key]:
                     account = spec[key]
                     break
-        for list_name in fs.CONTAINER_LISTS:
+        for list_name in ("containers", "initContainers", "ephemeralContainers"):
             for c in spec.get(list_name) or ():
                 if not isinstance(c, dict):
                     continue
                 image = c.get("image")
-                if isinstance(image, str):
-                    _add(images, image)
+                if isinstance(image, str) and image not in images:
+                    images.append(image)
                 for port in c.get("ports") or ():
                     if isinstance(port, dict) and isinstance(port.get("hostPort"), int):
-                        _add(host_ports, port["hostPort"])
+                        if port["hostPort"] not in host_ports:
+                            host_ports.append(port["hostPort"])
                 sc = c.get("securityContext")
                 if not isinstance(sc, dict):
                     continue
@@ -393,23 +560,32 @@ def _pod_fields(kaudit: dict, bodies: list[dict]) -> None:
                     privileged = True
                 if sc.get("allowPrivilegeEscalation") is True:
                     escalation = True
-                if isinstance(sc.get("runAsUser"), int):
-                    _add(run_as, sc["runAsUser"])
+                if isinstance(sc.get("runAsUser"), int) and sc["runAsUser"] not in run_as:
+                    run_as.append(sc["runAsUser"])
                 cap = sc.get("capabilities")
                 if isinstance(cap, dict):
                     for name in cap.get("add") or ():
-                        if isinstance(name, str):
-                            _add(caps, name)
-    pod: dict[str, Any] = {"privileged": privileged, "allow_privilege_escalation": escalation}
-    for _, name in fs.HOST_NAMESPACE_FLAGS:
-        pod[name.rsplit(".", 1)[1]] = flags[name]
-    for key, values in (("host_path", host_path), ("host_ports", host_ports), ("capabilities_add", caps),
-                        ("images", images), ("run_as_user", run_as)):
-        if values:
-            pod[key] = values
+                        if isinstance(name, str) and name not in caps:
+                            caps.append(name)
+    pod: dict[str, Any] = {"privileged": privileged, "allow_privilege_escalation": escalation,
+                           "host_network": host_network, "host_pid": host_pid, "host_ipc": host_ipc}
+    if host_path:
+        pod["host_path"] = host_path
+    if host_ports:
+        pod["host_ports"] = host_ports
+    if caps:
+        pod["capabilities_add"] = caps
+    if images:
+        pod["images"] = images
+    if run_as:
+        pod["run_as_user"] = run_as
     if account is not None:
         pod["service_account"] = account
     kaudit["pod"] = pod
+
+
+_RULE_LISTS = (("verbs", "verbs"), ("resources", "resources"), ("apiGroups", "api_groups"),
+               ("resourceNames", "resource_names"), ("nonResourceURLs", "non_resource_urls"))
 
 
 def _rbac_fields(kaudit: dict, bodies: list[dict]) -> None:
@@ -417,27 +593,36 @@ def _rbac_fields(kaudit: dict, bodies: list[dict]) -> None:
     rbac: dict[str, Any] = {}
     for body in bodies:
         rules = body.get("rules")
+        role_ref = body.get("roleRef")
+        subjects = body.get("subjects")
+        if rules is None and role_ref is None and subjects is None:
+            continue
         if isinstance(rules, list):
             for rule in rules:
                 if not isinstance(rule, dict):
                     continue
-                for src, dst in (("verbs", "verbs"), ("resources", "resources"), ("apiGroups", "api_groups"),
-                                 ("resourceNames", "resource_names"), ("nonResourceURLs", "non_resource_urls")):
-                    for v in rule.get(src) or ():
-                        if isinstance(v, str):
-                            _add(lists.setdefault(dst, []), v)
-        role_ref = body.get("roleRef")
+                for src, dst in _RULE_LISTS:
+                    items = rule.get(src)
+                    if items:
+                        values = lists.get(dst)
+                        for v in items:
+                            if isinstance(v, str):
+                                if values is None:
+                                    values = lists[dst] = [v]
+                                elif v not in values:
+                                    values.append(v)
         if isinstance(role_ref, dict) and "role_ref" not in rbac:
             ref = {k: role_ref[k] for k in ("kind", "name") if isinstance(role_ref.get(k), str)}
             if ref:
                 rbac["role_ref"] = ref
-        subjects = body.get("subjects")
         if isinstance(subjects, list):
             for subj in subjects:
                 if isinstance(subj, dict):
                     for k in ("kind", "name"):
                         if isinstance(subj.get(k), str):
-                            _add(lists.setdefault("subjects." + k, []), subj[k])
+                            values = lists.setdefault("subjects." + k, [])
+                            if subj[k] not in values:
+                                values.append(subj[k])
     for key, values in lists.items():
         if values:
             if key.startswith("subjects."):
@@ -457,40 +642,40 @@ def _service_fields(kaudit: dict, bodies: list[dict]) -> None:
 
 
 # ---- bodies: managedFields, non-object bodies, truncation -----------------------------------
-def _clean_body(body: Any) -> Any:
-    if isinstance(body, dict):
-        meta = body.get("metadata")
-        if isinstance(meta, dict) and "managedFields" in meta:
-            meta = {k: v for k, v in meta.items() if k != "managedFields"}
-            body = {**body, "metadata": meta}
-        return body
-    if isinstance(body, list):
-        return {"json_patch": body}
-    return {"value": body}
-
-
-def _bodies(audit: dict, kaudit: dict, options: NormalizeOptions) -> None:
+def _bodies(audit: dict, kaudit: dict, options: NormalizeOptions, request: Any, response: Any) -> None:
     truncated = False
     original = 0
-    for key in ("requestObject", "responseObject"):
-        if key not in audit or audit[key] is None:
+    max_value = options.max_value_bytes
+    max_body = options.max_body_bytes
+    dumps = orjson.dumps
+    for key, raw in (("requestObject", request), ("responseObject", response)):
+        if raw is None:
             continue
-        body = _clean_body(audit[key])
-        size = len(orjson.dumps(body))
+        if isinstance(raw, dict):
+            body = raw
+            meta = raw.get("metadata")
+            if meta is not None and isinstance(meta, dict) and "managedFields" in meta:
+                body = {**raw, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        elif isinstance(raw, list):
+            body = {"json_patch": raw}
+        else:
+            body = {"value": raw}
+        size = len(dumps(body))
         original += size
-        if size > options.max_value_bytes:
-            body, cut = _cut_leaves(body, options.max_value_bytes)
+        if size > max_value:
+            body, cut = _cut_leaves(body, max_value)
             if cut:
                 truncated = True
-                size = len(orjson.dumps(body))
-        if size > options.max_body_bytes:
+                size = len(dumps(body))
+        if size > max_body:
             marker: dict[str, Any] = {fs.TRUNCATED_BODY_KEY: True, "original_bytes": size}
             for k in ("kind", "apiVersion"):
                 if isinstance(body.get(k), str):
                     marker[k] = body[k]
             body = marker
             truncated = True
-        audit[key] = body
+        if body is not raw:
+            audit[key] = body
     if truncated:
         kaudit["body"] = {"truncated": True, "original_bytes": original}
 
