@@ -36,6 +36,7 @@ def _norm(v: Any) -> Any:
 @dataclass(slots=True)
 class _Group:
     items: deque = field(default_factory=deque)  # (t, auditID, value, rule index)
+    counts: dict = field(default_factory=dict)  # distinct value (value_count) or rule index (temporal) -> n
     start: float | None = None
     chains: list = field(default_factory=list)  # temporal_ordered: [start, next step, evidence]
 
@@ -111,35 +112,47 @@ class Correlator:
         if grp.start is None:
             grp.start = t
         items = grp.items
-        items.append((t, audit_id, value, idx))
+        item = (t, audit_id, value, idx)
+        items.append(item)
+        self._count(grp, item, 1)
         if self.sliding:
-            while items and items[0][0] < t - self.span:
-                items.popleft()
-            if self._satisfied(items):
-                out.append(self._alert(key, [(x[0], x[1]) for x in items], self._extra(items)))
+            horizon = t - self.span
+            while items and items[0][0] < horizon:
+                self._count(grp, items.popleft(), -1)
+            if self._satisfied(grp):
+                out.append(self._alert(key, [(x[0], x[1]) for x in items], self._extra(grp)))
                 del self.groups[key]
         return out
 
-    def _measure(self, items: deque) -> int:
+    def _count(self, grp: _Group, item: tuple, delta: int) -> None:
+        """Keep distinct counts incrementally (value_count: values; temporal: base rules)."""
         if self.type == SigmaCorrelationType.EVENT_COUNT:
-            return len(items)
-        if self.type == SigmaCorrelationType.VALUE_COUNT:
-            return len({x[2] for x in items})
-        return len({x[3] for x in items})  # temporal: distinct base rules seen
+            return
+        k = item[2] if self.type == SigmaCorrelationType.VALUE_COUNT else item[3]
+        n = grp.counts.get(k, 0) + delta
+        if n > 0:
+            grp.counts[k] = n
+        else:
+            grp.counts.pop(k, None)
 
-    def _satisfied(self, items: deque) -> bool:
-        return _OPS[self.op](self._measure(items), self.count)
+    def _measure(self, grp: _Group) -> int:
+        if self.type == SigmaCorrelationType.EVENT_COUNT:
+            return len(grp.items)
+        return len(grp.counts)  # distinct values, or distinct base rules seen (temporal)
 
-    def _extra(self, items: deque) -> dict[str, Any]:
-        extra: dict[str, Any] = {"correlation": {"type": self.type.name.lower(), "measure": self._measure(items)}}
+    def _satisfied(self, grp: _Group) -> bool:
+        return _OPS[self.op](self._measure(grp), self.count)
+
+    def _extra(self, grp: _Group) -> dict[str, Any]:
+        extra: dict[str, Any] = {"correlation": {"type": self.type.name.lower(), "measure": self._measure(grp)}}
         if self.type == SigmaCorrelationType.VALUE_COUNT:
-            extra["correlation"]["values"] = sorted({str(x[2]) for x in items})[:50]
+            extra["correlation"]["values"] = sorted(str(v) for v in grp.counts)[:50]
         return extra
 
     def _close(self, key: tuple, grp: _Group) -> list[Alert]:
         self.groups.pop(key, None)
-        if grp.items and self._satisfied(grp.items):
-            return [self._alert(key, [(x[0], x[1]) for x in grp.items], self._extra(grp.items))]
+        if grp.items and self._satisfied(grp):
+            return [self._alert(key, [(x[0], x[1]) for x in grp.items], self._extra(grp))]
         return []
 
     def _ordered(self, key: tuple, grp: _Group, idx: int, t: float, audit_id: str) -> list[Alert]:

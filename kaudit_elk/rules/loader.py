@@ -21,7 +21,7 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
 
 from kaudit_elk.errors import ContentError
-from kaudit_elk.rules.evaluator import Predicate, compile_condition, compile_rule
+from kaudit_elk.rules.evaluator import Predicate, compile_rule
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
 AUDIT_LEVELS = ("Metadata", "Request", "RequestResponse")
@@ -99,6 +99,8 @@ class RulePack:
     rules: list[PackRule]
     placeholders: dict[str, list[str]] = field(default_factory=dict)
     disabled: list[str] = field(default_factory=list)
+    # compiled per-(resource, verb) rule batches, filled lazily by the runner and shared by its instances
+    dispatch: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, rule_id: str) -> PackRule:
         for r in self.rules:
@@ -280,10 +282,13 @@ def load_tuning(path: str | Path | None) -> dict[str, Any]:
 
 
 def _pack_placeholders(dirs: Sequence[Path]) -> dict[str, list[str]]:
-    """Defaults from ``placeholders.yml`` next to a rule folder (the shipped pack keeps one)."""
+    """Defaults from ``placeholders.yml`` in a rule folder, or next to a folder named ``rules`` (the pack)."""
     out: dict[str, list[str]] = {}
     for d in dirs:
-        for cand in (d / "placeholders.yml", d.parent / "placeholders.yml") if d.is_dir() else ():
+        if not d.is_dir():
+            continue
+        candidates = [d / "placeholders.yml"] + ([d.parent / "placeholders.yml"] if d.name == "rules" else [])
+        for cand in candidates:
             if cand.is_file():
                 data = yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
                 for k, v in (data.get("placeholders") or {}).items():
@@ -315,15 +320,26 @@ def _collect(dirs: Sequence[str | Path], strict: bool) -> tuple[list[tuple[Any, 
                     continue
             objs.append((obj, str(f), meta))
     seen: dict[str, str] = {}
-    for obj, path, _ in objs:
-        if isinstance(obj, SigmaFilter) or obj.id is None:
-            continue
-        key = str(obj.id)
-        if key in seen:
-            issues.append(Issue(path, f"duplicate rule id (also in {seen[key]})", key))
-        else:
+    unique: list[tuple[Any, str, dict[str, Any]]] = []
+    for obj, path, meta in objs:
+        if not isinstance(obj, SigmaFilter) and obj.id is not None:
+            key = str(obj.id)
+            if key in seen:
+                issues.append(Issue(path, f"duplicate rule id (also in {seen[key]})", key))
+                continue
             seen[key] = path
-    return objs, issues
+        unique.append((obj, path, meta))
+    known = set(seen) | {o.name for o, _, _ in unique if not isinstance(o, SigmaFilter) and o.name}
+    kept = []
+    for obj, path, meta in unique:
+        if isinstance(obj, SigmaCorrelationRule):
+            missing = [r.reference for r in obj.rules if str(r.reference) not in known]
+            if missing:
+                issues.append(Issue(path, f"correlation references unknown rule(s): {', '.join(map(str, missing))}",
+                                    str(obj.id or obj.title)))
+                continue
+        kept.append((obj, path, meta))
+    return kept, issues
 
 
 def _build(
@@ -435,9 +451,3 @@ def load_rules(
         kept.append(r)
     return RulePack(rules=kept, placeholders=placeholders, disabled=sorted(disabled_set))
 
-
-def compile_detection_block(detection: Mapping[str, Any], placeholders: Mapping[str, Sequence[str]] | None = None) -> Predicate:
-    """Compile a bare Sigma detection block (selections + condition), e.g. for ad-hoc filters."""
-    rule = SigmaRule.from_dict({"title": "ad hoc", "logsource": {"product": "kubernetes", "service": "audit"},
-                                "detection": dict(detection)})
-    return compile_condition(rule.detection.parsed_condition[0].parsed, placeholders)

@@ -7,12 +7,11 @@ preferred; the earlier stage is used when the final stage never matches or never
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Iterable, Iterator, Mapping
 
 from kaudit_elk.rules.alerts import Alert, event_time, single_alert
 from kaudit_elk.rules.correlation import Correlator, NewTermsTracker
-from kaudit_elk.rules.evaluator import required_values
+from kaudit_elk.rules.evaluator import EventView, compile_batch, required_values
 from kaudit_elk.rules.loader import PackRule, RulePack
 
 FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
@@ -34,11 +33,12 @@ class Runner:
         self._req: list[tuple[frozenset[str] | None, frozenset[str] | None]] = [
             (required_values(r.sigma, "objectRef.resource"), required_values(r.sigma, "verb")) for r in self.rules
         ]
-        self._dispatch: dict[tuple[str, str], tuple[PackRule, ...]] = {}
+        self._dispatch: dict[tuple[str, str], tuple[tuple[PackRule, ...], Any]] = pack.dispatch
         self.pending_horizon = pending_horizon
+        self._has_exceptions = any(r.exceptions for r in self.rules)
         self._pending: dict[tuple[str, str], tuple[Mapping[str, Any], float]] = {}
         self._pending_by_aid: dict[str, set[str]] = {}
-        self._emitted: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._emitted: dict[tuple[str, str], None] = {}  # insertion-ordered: oldest evicted first
         self._clock = 0.0
         self._n = 0
         self.events = 0
@@ -46,8 +46,8 @@ class Runner:
 
     # ------------------------------------------------------------------ dispatch
 
-    def candidates(self, event: Mapping[str, Any]) -> tuple[PackRule, ...]:
-        """Rules that can match ``event`` judging by objectRef.resource and verb."""
+    def candidates(self, event: Mapping[str, Any]) -> tuple[tuple[PackRule, ...], Any]:
+        """Rules that can match ``event`` (by objectRef.resource and verb) and their compiled batch test."""
         obj = event.get("objectRef")
         res = obj.get("resource") if isinstance(obj, dict) else None
         res = res.lower() if isinstance(res, str) else ""
@@ -56,11 +56,11 @@ class Runner:
         key = (res, verb)
         found = self._dispatch.get(key)
         if found is None:
-            found = tuple(
+            rules = tuple(
                 r for r, (rr, rv) in zip(self.rules, self._req)
                 if (rr is None or res in rr) and (rv is None or verb in rv)
             )
-            self._dispatch[key] = found
+            found = self._dispatch[key] = (rules, compile_batch([r.sigma for r in rules], self.pack.placeholders))
         return found
 
     # ------------------------------------------------------------------ stream
@@ -68,9 +68,20 @@ class Runner:
     def feed(self, event: Mapping[str, Any]) -> list[Alert]:
         """Evaluate one raw event; returns the alerts it completes (possibly for earlier events)."""
         self.events += 1
-        out: list[Alert] = []
-        matched = [r for r in self.candidates(event) if r.matches(event)]
+        self._n += 1
+        view = EventView(event)
+        rules, batch = self.candidates(event)
+        matched = [rules[i] for i in batch(view)]
+        if matched and self._has_exceptions:
+            matched = [r for r in matched if not r.exceptions or r.matches(view)]
         aid = event.get("auditID")
+        pending_check = self._pending and self._n % 1024 == 0
+        if not matched and not pending_check and not (self._pending_by_aid and aid in self._pending_by_aid):
+            return []
+        out: list[Alert] = []
+        t = event_time(event) if matched or pending_check else None
+        if t is None:
+            t = self._clock
         stage = event.get("stage")
         if isinstance(aid, str) and aid and stage is not None:
             final = stage in FINAL_STAGES
@@ -78,21 +89,18 @@ class Runner:
                 names = {r.id for r in matched}
                 for rid in list(self._pending_by_aid[aid]):
                     if rid not in names:
-                        ev, t = self._pending.pop((rid, aid))
+                        ev, te = self._pending.pop((rid, aid))
                         self._pending_by_aid[aid].discard(rid)
-                        out += self._accept(self.pack_rule(rid), ev, t, aid)
+                        out += self._accept(self.pack_rule(rid), EventView(ev), te, aid)
             for r in matched:
                 k = (r.id, aid)
                 if k in self._emitted:
                     continue
-                t = event_time(event)
-                if t is None:
-                    t = self._clock
                 if final:
                     if k in self._pending:
                         self._pending.pop(k)
                         self._pending_by_aid[aid].discard(r.id)
-                    out += self._accept(r, event, t, aid)
+                    out += self._accept(r, view, t, aid)
                 elif k not in self._pending:
                     self._pending[k] = (event, t)
                     self._pending_by_aid.setdefault(aid, set()).add(r.id)
@@ -100,13 +108,9 @@ class Runner:
                 del self._pending_by_aid[aid]
         else:
             for r in matched:
-                t = event_time(event)
-                out += self._accept(r, event, self._clock if t is None else t, aid if isinstance(aid, str) else "")
-        self._n += 1
-        if self._pending and self._n % 1024 == 0:
-            t = event_time(event)
-            if t is not None:
-                out += self._expire(t - self.pending_horizon)
+                out += self._accept(r, view, t, aid if isinstance(aid, str) else "")
+        if pending_check:
+            out += self._expire(t - self.pending_horizon)
         return out
 
     def flush(self) -> list[Alert]:
@@ -124,7 +128,7 @@ class Runner:
 
     def prime(self, event: Mapping[str, Any]) -> None:
         """Learn new-terms history from ``event`` without alerting (scan --history)."""
-        for r in self.candidates(event):
+        for r in self.candidates(event)[0]:
             tracker = self.new_terms.get(r.id)
             if tracker is not None and r.matches(event):
                 t = event_time(event)
@@ -149,28 +153,32 @@ class Runner:
                     s.discard(rid)
                     if not s:
                         del self._pending_by_aid[aid]
-                out += self._accept(self.pack_rule(rid), ev, t, aid)
+                out += self._accept(self.pack_rule(rid), EventView(ev), t, aid)
         return out
 
-    def _accept(self, rule: PackRule, event: Mapping[str, Any], t: float, aid: str) -> list[Alert]:
+    def _accept(self, rule: PackRule, view: EventView, t: float, aid: str) -> list[Alert]:
         """A deduplicated match: alert (single / new-terms) and feed correlations."""
         self.matches += 1
         if t > self._clock:
             self._clock = t
         if aid:
-            self._emitted[(rule.id, aid)] = None
-            if len(self._emitted) > _EMITTED_CAP:
-                self._emitted.popitem(last=False)
+            emitted = self._emitted
+            emitted[(rule.id, aid)] = None
+            if len(emitted) > _EMITTED_CAP:
+                del emitted[next(iter(emitted))]
         out: list[Alert] = []
+        event = view.event
         if rule.generate:
             tracker = self.new_terms.get(rule.id)
             if tracker is None:
                 out.append(single_alert(rule, event, t))
-            elif tracker.observe(event, t):
+            elif tracker.observe(view, t):
                 alert = single_alert(rule, event, t)
                 alert["kaudit"]["alert"]["new_terms"] = dict(zip(tracker.rule.new_terms.fields,  # type: ignore[union-attr]
-                                                                 tracker.terms(event) or ()))
+                                                                 tracker.terms(view) or ()))
                 out.append(alert)
-        for corr, idx in self._feeds.get(rule.id, ()):
-            out += corr.feed(idx, event, t, aid)
+        feeds = self._feeds.get(rule.id)
+        if feeds:
+            for corr, idx in feeds:
+                out += corr.feed(idx, view, t, aid)
         return out

@@ -58,7 +58,7 @@ def _mini_pack(pack: RulePack, rule: PackRule, placeholders: Mapping[str, Sequen
             m.generate = False
     target = copy.copy(rule)
     target.generate = True
-    if rule.kind != "correlation" and placeholders:
+    if rule.kind != "correlation" and placeholders != pack.placeholders:
         target.predicate = compile_rule(rule.sigma, placeholders)  # type: ignore[arg-type]
     return RulePack(rules=members + [target], placeholders=dict(placeholders))
 
@@ -72,7 +72,7 @@ def run_rule_tests(pack: RulePack, rule: PackRule) -> RuleTestResult:
     result = RuleTestResult(rule)
     tests = rule.tests or {}
     placeholders = {**pack.placeholders, **{k: [str(x) for x in v] for k, v in (tests.get("placeholders") or {}).items()}}
-    mini = _mini_pack(pack, rule, placeholders if tests.get("placeholders") else {})
+    mini = _mini_pack(pack, rule, placeholders)
     for expect, cases in (("match", tests.get("match") or []), ("no_match", tests.get("no_match") or [])):
         for n, case in enumerate(cases):
             events = complete_events(case, rule.id, n)

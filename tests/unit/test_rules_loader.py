@@ -39,7 +39,7 @@ def test_validate_reports_every_problem_with_file_names(tmp_path):
     (tmp_path / "bad_yaml.yml").write_text("title: x\ndetection: [unclosed\n")
     (tmp_path / "no_condition.yml").write_text(yaml.safe_dump({**GOOD, "id": "0a9b4b6e-5d0c-4e0c-8b7a-000000000002",
                                                                "detection": {"s": {"verb": "get"}}}))
-    (tmp_path / "dupe.yml").write_text(yaml.safe_dump(GOOD))
+    (tmp_path / "zz_dupe.yml").write_text(yaml.safe_dump(GOOD))
     (tmp_path / "wrong_logsource.yml").write_text(yaml.safe_dump({**GOOD, "id": "0a9b4b6e-5d0c-4e0c-8b7a-000000000003",
                                                                   "logsource": {"product": "windows"}}))
     (tmp_path / "bad_kaudit.yml").write_text(yaml.safe_dump({**GOOD, "id": "0a9b4b6e-5d0c-4e0c-8b7a-000000000004",
@@ -52,7 +52,7 @@ def test_validate_reports_every_problem_with_file_names(tmp_path):
                         "timespan": "5m", "condition": {"gte": 2}}}))
     issues = validate([tmp_path])
     by_file = {Path(i.path).name for i in issues}
-    assert {"bad_yaml.yml", "no_condition.yml", "dupe.yml", "wrong_logsource.yml", "bad_kaudit.yml",
+    assert {"bad_yaml.yml", "no_condition.yml", "zz_dupe.yml", "wrong_logsource.yml", "bad_kaudit.yml",
             "bad_regex.yml", "bad_ref.yml"} <= by_file
     assert "ok.yml" not in by_file
     assert any("duplicate rule id" in i.message for i in issues)

@@ -55,11 +55,18 @@ def test_rule_test_events_behave_as_declared(rule):
 
 @pytest.mark.parametrize("rule", [r for r in RULES if r.kind != "correlation"], ids=lambda r: Path(r.path).stem)
 def test_body_fields_need_request_level(rule):
-    text = Path(rule.path).read_text(encoding="utf-8")
-    detection = text.split("\ndetection:", 1)[1].split("\nfalsepositives:", 1)[0]
-    if "responseObject." in detection:
+    """A positive selection on a body field only works with Request (requestObject) or RequestResponse level."""
+    detection = yaml.safe_load(Path(rule.path).read_text(encoding="utf-8"))["detection"]
+    fields: set[str] = set()
+    for name, sel in detection.items():
+        if name == "condition" or name.startswith("filter"):
+            continue  # filters may use body fields as optional fallbacks
+        for item in sel if isinstance(sel, list) else [sel]:
+            if isinstance(item, dict):
+                fields |= set(item)
+    if any(f.startswith("responseObject.") for f in fields):
         assert rule.audit_level == "RequestResponse"
-    elif "requestObject." in detection:
+    elif any(f.startswith("requestObject.") for f in fields):
         assert rule.audit_level in ("Request", "RequestResponse")
 
 

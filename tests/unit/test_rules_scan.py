@@ -123,3 +123,18 @@ def test_cli_rules_list_show_validate_test(tmp_path):
     assert res.exit_code == EXIT_USAGE and "broken.yml" in res.stdout
     res = runner.invoke(_app(), ["rules", "test"])
     assert res.exit_code == 0 and "0 failed" in res.stdout and "80/80" in res.stdout
+
+
+def test_cli_rules_test_fails_on_a_wrong_test_event(tmp_path):
+    rule = {
+        "title": "exec", "id": "0a9b4b6e-5d0c-4e0c-8b7a-0000000000e1", "level": "medium", "tags": ["attack.t1609"],
+        "logsource": {"product": "kubernetes", "service": "audit"},
+        "detection": {"s": {"objectRef.subresource": "exec"}, "condition": "s"},
+        "kaudit": {"audit_level": "Metadata", "catalogue": ["D1"], "tests": {
+            "match": [{"verb": "create", "objectRef": {"resource": "pods", "subresource": "attach"}}],
+            "no_match": [{"verb": "create", "objectRef": {"resource": "pods", "subresource": "log"}}]}},
+    }
+    (tmp_path / "r.yml").write_text(json.dumps(rule))
+    res = CliRunner().invoke(_app(), ["rules", "test", "--no-default-rules", "--rules-dir", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "FAIL" in res.stdout and "match[0]: no alert" in res.stdout and "1 failed" in res.stdout
