@@ -348,7 +348,7 @@ def _env_has_url() -> bool:
 
 
 # Command modules register themselves here; each owns one area of the CLI.
-_COMMAND_MODULES: tuple[str, ...] = ("kaudit_elk.cli_rules", "kaudit_elk.cli_dashboards")
+_COMMAND_MODULES: tuple[str, ...] = ("kaudit_elk.cli_rules", "kaudit_elk.cli_detect", "kaudit_elk.cli_dashboards")
 
 
 def _register() -> None:

@@ -1,0 +1,126 @@
+"""``kaudit-elk detect``: scheduled detections in the cluster (cron, CronJob, or --loop)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Optional
+
+import typer
+
+from kaudit_elk.cli import (
+    ApiKeyOpt, CaOpt, ConfigOpt, NamespaceOpt, PasswordOpt, QuietOpt, UrlOpt, UserOpt, VerifyOpt, settings_from,
+)
+from kaudit_elk.cli_rules import DisableOpt, ExcOpt, NoPackOpt, RulesDirOpt, SevOpt, Severity, load_pack
+from kaudit_elk.console import Console, run
+from kaudit_elk.errors import EXIT_ALERTS, ConfigError
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """'30s', '5m', '1h', '7d' -> timedelta."""
+    unit = _UNITS.get(text[-1:]) if text else None
+    try:
+        if unit is None:
+            raise ValueError
+        return timedelta(**{unit: float(text[:-1])})
+    except ValueError:
+        raise ConfigError(f"{option}: expected a duration like 30s, 5m, 1h or 7d, got {text!r}") from None
+
+
+def parse_time(text: str, option: str, now: datetime) -> datetime:
+    """ISO8601 or now-<duration>."""
+    if text.startswith("now-"):
+        return now - parse_duration(text[4:], option)
+    if text == "now":
+        return now
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{option}: expected ISO8601 or now-<duration>, got {text!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def detect(
+        url: UrlOpt = None,
+        username: UserOpt = None,
+        password: PasswordOpt = None,
+        api_key: ApiKeyOpt = None,
+        ca_certs: CaOpt = None,
+        verify_certs: VerifyOpt = None,
+        config: ConfigOpt = None,
+        namespace: NamespaceOpt = None,
+        rules_dir: RulesDirOpt = [],  # noqa: B006
+        disable: DisableOpt = [],  # noqa: B006
+        severity_override: SevOpt = [],  # noqa: B006
+        exceptions: ExcOpt = None,
+        no_default_rules: NoPackOpt = False,
+        overlap: Annotated[str, typer.Option(help="Re-search this much before the last position (late events)")] = "5m",
+        delay: Annotated[str, typer.Option(help="Leave the newest events for the next run (ingest lag)")] = "30s",
+        max_step: Annotated[str, typer.Option(help="Largest time step per search when catching up")] = "1h",
+        max_lookback: Annotated[str, typer.Option(help="Never search further back than this")] = "7d",
+        initial_lookback: Annotated[str, typer.Option(help="Where a rule without state starts")] = "1h",
+        since: Annotated[Optional[str], typer.Option(help="Backfill from (ISO8601 or now-7d); positions are not moved")] = None,
+        until: Annotated[Optional[str], typer.Option(help="Backfill until (default: now - delay)")] = None,
+        min_severity: Annotated[Severity, typer.Option("--min-severity", help="Alerts below are not stored or sent")] = Severity.low,
+        webhook: Annotated[list[str], typer.Option("--webhook", help="POST new alerts as JSON to this URL (repeatable)")] = [],  # noqa: B006
+        alertmanager: Annotated[list[str], typer.Option("--alertmanager", help="Alertmanager base URL (repeatable)")] = [],  # noqa: B006
+        stdout: Annotated[bool, typer.Option("--stdout/--no-stdout", help="Print new alerts as NDJSON on stdout")] = True,
+        fail_on: Annotated[Optional[Severity], typer.Option("--fail-on", help=f"Exit {EXIT_ALERTS} when a new alert is at or above this severity")] = None,
+        loop: Annotated[bool, typer.Option("--loop", help="Keep running, one run every --interval")] = False,
+        interval: Annotated[str, typer.Option(help="Time between runs with --loop")] = "1m",
+        quiet: QuietOpt = False,
+    ) -> None:
+        """Run the rule pack in the cluster on the events since the last run: no gaps, no duplicate alerts."""
+        console = Console(quiet)
+
+        def body() -> int:
+            from kaudit_elk.detect import DetectOptions, run_detect
+            from kaudit_elk.engine import connect
+            from kaudit_elk.outputs import AlertmanagerOutput, StdoutOutput, WebhookOutput
+            from kaudit_elk.rules.alerts import severity_rank
+
+            now = datetime.now(timezone.utc)
+            settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
+                                     namespace=namespace)
+            options = DetectOptions(
+                namespace=settings.namespace, overlap=parse_duration(overlap, "--overlap"),
+                delay=parse_duration(delay, "--delay"), max_step=parse_duration(max_step, "--max-step"),
+                max_lookback=parse_duration(max_lookback, "--max-lookback"),
+                initial_lookback=parse_duration(initial_lookback, "--initial-lookback"),
+                since=parse_time(since, "--since", now) if since else None,
+                until=parse_time(until, "--until", now) if until else None,
+                min_severity=min_severity.value,
+            )
+            if until and not since:
+                raise ConfigError("--until needs --since")
+            pause = parse_duration(interval, "--interval").total_seconds()
+            pack = load_pack(rules_dir, disable, severity_override, exceptions, no_default_rules)
+            engine = connect(settings)
+            outputs: list[Any] = []
+            if stdout:
+                outputs.append(StdoutOutput(console.data))
+            outputs += [WebhookOutput(u, verify=settings.verify_certs) for u in webhook]
+            outputs += [AlertmanagerOutput(u, verify=settings.verify_certs) for u in alertmanager]
+            worst = -1
+            while True:
+                result = run_detect(engine, pack, options, outputs)
+                for a in result.new_alerts:
+                    worst = max(worst, severity_rank(a["kaudit"]["alert"]["severity"]))
+                span = (f"{result.windows[0][0]:%Y-%m-%d %H:%M:%S} .. {result.windows[-1][1]:%Y-%m-%d %H:%M:%S} UTC "
+                        f"in {len(result.windows)} step(s)") if result.windows else "nothing new to search"
+                console.info(f"detect: {len(pack.rules)} rules, {span}: {len(result.new_alerts)} new alert(s), "
+                             f"{result.known_alerts} already known, {result.renotified} re-sent")
+                if not loop:
+                    break
+                time.sleep(pause)
+            if fail_on is not None and worst >= severity_rank(fail_on.value):
+                return EXIT_ALERTS
+            return 0
+
+        code = run(console, body)
+        if code:
+            raise typer.Exit(code)

@@ -1,0 +1,129 @@
+"""Where ``detect`` announces new alerts: stdout NDJSON, a generic JSON webhook, Alertmanager.
+
+HTTP outputs retry with backoff; when they still fail, ``OutputError`` is raised and ``detect``
+keeps the alerts queued (``notified: false``) for the next run: delivery is at-least-once, and
+every payload carries the deterministic alert id so receivers can drop repeats (Alertmanager does
+so by itself: the id is a label).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from kaudit_elk.detect import Alert, OutputError
+
+
+@dataclass
+class StdoutOutput:
+    """One JSON object per line on stdout (the data stream of the command)."""
+
+    write: Callable[[str], None]
+    name: str = "stdout"
+
+    def send(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            self.write(json.dumps(alert, sort_keys=True))
+
+
+def _post(url: str, payload: Any, headers: dict[str, str], retries: int, timeout: float,
+          verify: bool = True) -> None:
+    data = json.dumps(payload).encode()
+    ctx = None
+    if url.startswith("https://") and not verify:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    delay = 0.5
+    last = ""
+    for attempt in range(retries + 1):
+        req = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+            if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                break  # the receiver rejects the payload: retrying will not help
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        if attempt < retries:
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+    raise OutputError(f"POST {url} failed: {last}")
+
+
+@dataclass
+class WebhookOutput:
+    """POST ``{"alerts": [...]}`` as JSON to any URL (chat bridges, SOAR, functions)."""
+
+    url: str
+    headers: dict[str, str] | None = None
+    retries: int = 3
+    timeout: float = 10.0
+    verify: bool = True
+    name: str = "webhook"
+
+    def send(self, alerts: list[Alert]) -> None:
+        if alerts:
+            _post(self.url, {"alerts": alerts, "source": "kaudit-elk"}, self.headers or {}, self.retries,
+                  self.timeout, self.verify)
+
+
+def alertmanager_payload(alerts: list[Alert], resolve_after: timedelta = timedelta(hours=1)) -> list[dict[str, Any]]:
+    """Alertmanager v2 ``postableAlerts``: labels identify an alert, annotations describe it."""
+    out = []
+    for alert in alerts:
+        a = alert["kaudit"]["alert"]
+        labels = {
+            "alertname": str(alert["rule"].get("name") or alert["rule"].get("title") or alert["rule"]["id"]),
+            "severity": a["severity"],
+            "rule_id": alert["rule"]["id"],
+            "alert_id": a["id"],
+            "source": "kaudit-elk",
+        }
+        namespace = (alert.get("orchestrator") or {}).get("namespace")
+        if namespace:
+            labels["namespace"] = namespace
+        user = (alert.get("user") or {}).get("name")
+        if user:
+            labels["user"] = user
+        starts = a.get("first_event_time") or alert.get("@timestamp")
+        ends = datetime.now(timezone.utc) + resolve_after
+        out.append({
+            "labels": labels,
+            "annotations": {
+                "summary": str(alert["rule"].get("title") or labels["alertname"]),
+                "description": str(alert["rule"].get("description") or ""),
+                "audit_ids": ",".join(a.get("audit_ids") or []),
+                "group": json.dumps(a.get("group") or {}, sort_keys=True),
+            },
+            "startsAt": starts,
+            "endsAt": ends.isoformat().replace("+00:00", "Z"),
+        })
+    return out
+
+
+@dataclass
+class AlertmanagerOutput:
+    """POST to Alertmanager's ``/api/v2/alerts``."""
+
+    url: str
+    retries: int = 3
+    timeout: float = 10.0
+    verify: bool = True
+    name: str = "alertmanager"
+
+    def send(self, alerts: list[Alert]) -> None:
+        if alerts:
+            _post(self.url.rstrip("/") + "/api/v2/alerts", alertmanager_payload(alerts), {}, self.retries,
+                  self.timeout, self.verify)
