@@ -1,0 +1,184 @@
+"""`detect` on real engines: same alerts as `scan`, no duplicates on reruns, no gap after a kill,
+catch-up after downtime."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from kaudit_elk.bootstrap import apply, build_plan
+from kaudit_elk.detect import DetectOptions, read_positions, run_detect, write_positions
+from kaudit_elk.engine import Engine
+from kaudit_elk.ingest import IngestOptions, ingest
+from kaudit_elk.rules.loader import default_pack_dir, load_rules
+from kaudit_elk.scan import sample_path, scan
+from kaudit_elk.templates import BootstrapOptions, Names
+
+TIME_KEYS = ("requestReceivedTimestamp", "stageTimestamp")
+
+
+def _shift(src: Path, dst: Path, end: datetime) -> None:
+    """The sample audit log moved in time so that its last event happens at ``end``."""
+    events = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    times = [datetime.fromisoformat(e[k].replace("Z", "+00:00")) for e in events for k in TIME_KEYS if e.get(k)]
+    delta = end - max(times)
+    with dst.open("w") as fh:
+        for e in events:
+            for k in TIME_KEYS:
+                if e.get(k):
+                    t = datetime.fromisoformat(e[k].replace("Z", "+00:00")) + delta
+                    e[k] = t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            fh.write(json.dumps(e) + "\n")
+
+
+class Collector:
+    name = "collector"
+
+    def __init__(self) -> None:
+        self.alerts: list[dict] = []
+
+    def send(self, alerts: list[dict]) -> None:
+        self.alerts.extend(alerts)
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_rules([default_pack_dir()])
+
+
+@pytest.fixture
+def recent(engine: Engine, pack, tmp_path: Path) -> dict[str, Any]:
+    """The sample log, ending 2 hours ago, ingested into a fresh namespace; plus scan's alert ids."""
+    namespace = f"det{uuid.uuid4().hex[:8]}"
+    opts = BootstrapOptions(namespace=namespace)
+    apply(engine, build_plan(engine, opts), opts)
+    path = tmp_path / "recent.log"
+    _shift(sample_path(), path, datetime.now(timezone.utc) - timedelta(hours=2))
+    stats = ingest(engine, [str(path)], IngestOptions(namespace=namespace, dead_letter=None, refresh=True))
+    assert stats.dead_lettered == 0
+    expected = {a["kaudit"]["alert"]["id"] for a in scan([str(path)], pack, min_severity="low")}
+    assert len(expected) > 20
+    return {"namespace": namespace, "path": path, "expected": expected}
+
+
+def _options(namespace: str, **kw: Any) -> DetectOptions:
+    base = dict(namespace=namespace, initial_lookback=timedelta(hours=4), max_step=timedelta(minutes=30),
+                delay=timedelta(0), min_severity="low")
+    return DetectOptions(**{**base, **kw})
+
+
+def _stored_ids(engine: Engine, namespace: str) -> list[str]:
+    index = Names(namespace).alerts_index
+    engine.request("POST", f"/{index}/_refresh", ignore=(404,))
+    body = engine.request("POST", f"/{index}/_search", {"size": 10000, "_source": ["kaudit.alert.id"]}, ignore=(404,))
+    return [h["_source"]["kaudit"]["alert"]["id"] for h in (body or {}).get("hits", {}).get("hits", [])]
+
+
+def test_detect_finds_what_scan_finds_and_reruns_add_nothing(engine: Engine, pack, recent: dict) -> None:
+    ns = recent["namespace"]
+    out = Collector()
+    first = run_detect(engine, pack, _options(ns), [out])
+    assert len(first.windows) >= 8  # 4 hours in 30-minute steps
+    assert {a["kaudit"]["alert"]["id"] for a in out.alerts} == recent["expected"]
+    assert sorted(_stored_ids(engine, ns)) == sorted(recent["expected"])
+    again = Collector()
+    second = run_detect(engine, pack, _options(ns, overlap=timedelta(hours=3)), [again])
+    assert second.new_alerts == [] and again.alerts == [] and second.known_alerts > 0
+    backfill = run_detect(engine, pack, _options(ns, since=datetime.now(timezone.utc) - timedelta(hours=6)), [again])
+    assert backfill.new_alerts == [] and not backfill.positions_moved
+    assert sorted(_stored_ids(engine, ns)) == sorted(recent["expected"])
+
+
+def test_downtime_is_caught_up(engine: Engine, pack, recent: dict) -> None:
+    ns = recent["namespace"]
+    names = Names(ns)
+    down_since = datetime.now(timezone.utc) - timedelta(hours=3)  # the last run was 3 hours ago
+    write_positions(engine, names, [r.id for r in pack.rules], down_since)
+    out = Collector()
+    result = run_detect(engine, pack, _options(ns, overlap=timedelta(minutes=5)), [out])
+    assert result.windows[0][0] == down_since - timedelta(minutes=5)
+    assert len(result.windows) == 7  # 3h05m in 30-minute steps
+    assert {a["kaudit"]["alert"]["id"] for a in out.alerts} == recent["expected"]
+    positions = read_positions(engine, names)
+    assert set(positions) == {r.id for r in pack.rules}
+    assert all(p == result.windows[-1][1].replace(microsecond=p.microsecond) for p in positions.values())
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Webhook receiver: records payloads; can hang on its Nth request (the run is killed there)."""
+
+    hang_on = 0
+    calls = 0
+    hung = threading.Event()
+    received: list = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        cls = type(self)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls.calls += 1
+        if cls.calls == cls.hang_on:
+            cls.hung.set()
+            time.sleep(120)
+            return
+        cls.received.extend(body["alerts"])
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, type]]:
+    handler = type("H", (_Hook,), {"hang_on": 0, "calls": 0, "hung": threading.Event(), "received": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
+    server.shutdown()
+
+
+def _detect_cmd(engine: Engine, namespace: str, hook_url: str) -> list[str]:
+    return [sys.executable, "-m", "kaudit_elk", "detect", "--url", engine.settings.url, "--namespace", namespace,
+            "--initial-lookback", "4h", "--max-step", "30m", "--delay", "0s", "--min-severity", "low",
+            "--webhook", hook_url, "--no-stdout", "--quiet"]
+
+
+def test_killed_mid_run_then_rerun_has_no_gap_and_no_duplicate(engine: Engine, recent: dict, hook) -> None:
+    url, handler = hook
+    ns = recent["namespace"]
+    handler.hang_on = 2  # the second step that has alerts hangs in the webhook: kill the run there
+    proc = subprocess.Popen(_detect_cmd(engine, ns, url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if not handler.hung.wait(timeout=180):
+            proc.kill()
+            pytest.fail(f"detect never reached its second notification: {proc.communicate()[1].decode()[-2000:]}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stored_after_kill = _stored_ids(engine, ns)
+    assert 0 < len(stored_after_kill) <= len(recent["expected"])
+    handler.hang_on = 0
+    rerun = subprocess.run(_detect_cmd(engine, ns, url), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    stored = _stored_ids(engine, ns)
+    assert sorted(stored) == sorted(recent["expected"])  # nothing missing, nothing twice
+    delivered = [a["kaudit"]["alert"]["id"] for a in handler.received]
+    assert set(delivered) == recent["expected"]  # every alert announced (the interrupted ones again)
+    index = Names(ns).alerts_index
+    pending = engine.request("POST", f"/{index}/_count", {"query": {"term": {"kaudit.alert.notified": False}}})
+    assert pending["count"] == 0
