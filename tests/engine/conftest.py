@@ -102,7 +102,7 @@ def ingested_corpus_info(engine: Engine, ingested_corpus: str) -> dict:
 
 @pytest.fixture(scope="session")
 def sandbox_opensearch() -> Engine:
-    """The sandbox OpenSearch 2.19 on :9200 that fault tests may stop and restart."""
+    """The sandbox OpenSearch 2.19 (named "opensearch") that fault tests may stop and restart."""
     if "opensearch" not in engine_urls():
         pytest.skip("the sandbox OpenSearch 2.19 is not among KAUDIT_TEST_ENGINES")
     return connect_named("opensearch")

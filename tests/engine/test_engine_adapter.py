@@ -16,16 +16,18 @@ from kaudit_elk.engine import Engine, connect
 from kaudit_elk.errors import EngineError
 
 
-def _nodes_version(url: str) -> str:
+def _nodes_version(url: str) -> tuple[str, bool]:
+    """(node version, whether the server says it is Elasticsearch) read with plain HTTP."""
     with urllib.request.urlopen(url.rstrip("/") + "/_nodes/_local?filter_path=nodes.*.version") as resp:
         body = json.load(resp)
-    return next(iter(body["nodes"].values()))["version"]
+        is_es = resp.headers.get("X-Elastic-Product") == "Elasticsearch"
+    return next(iter(body["nodes"].values()))["version"], is_es
 
 
 def test_flavor_and_version_are_detected(engine: Engine) -> None:
-    assert engine.info.version_text == _nodes_version(engine.settings.url)
-    expected = "opensearch" if engine.settings.url.endswith(":9200") or "opensearch" in engine.info.cluster_name else "elasticsearch"
-    assert engine.flavor == expected
+    version, is_es = _nodes_version(engine.settings.url)
+    assert engine.info.version_text == version
+    assert engine.flavor == ("elasticsearch" if is_es else "opensearch")
     assert engine.info.version[0] in ((2, 3) if engine.flavor == "opensearch" else (8, 9))
 
 

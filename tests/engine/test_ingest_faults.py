@@ -24,8 +24,8 @@ from kaudit_elk.templates import BootstrapOptions, Names
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _engines(*args: str) -> None:
-    env = dict(os.environ, KAUDIT_OPENSEARCH_VERSION="2.19.6", KAUDIT_OPENSEARCH_PORT="9200")
+def _engines(port: str, *args: str) -> None:
+    env = dict(os.environ, KAUDIT_OPENSEARCH_VERSION="2.19.6", KAUDIT_OPENSEARCH_PORT=port)
     subprocess.run([str(REPO / "scripts" / "engines"), *args], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
 
@@ -36,7 +36,8 @@ def test_engine_restart_mid_ingest_loses_and_duplicates_nothing(
     if os.environ.get("KAUDIT_FAULT_TESTS", "1") == "0":
         pytest.skip("KAUDIT_FAULT_TESTS=0")
     engine = sandbox_opensearch
-    assert engine.settings.url.endswith(":9200") and engine.info.version_text == "2.19.6"
+    assert engine.info.version_text == "2.19.6"
+    port = engine.settings.url.rstrip("/").rsplit(":", 1)[1]
     namespace = f"fault{uuid.uuid4().hex[:8]}"
     options = BootstrapOptions(namespace=namespace)
     apply(engine, build_plan(engine, options), options)
@@ -67,9 +68,9 @@ def test_engine_restart_mid_ingest_loses_and_duplicates_nothing(
             break
         engine.request("POST", f"/{stream}/_refresh", ignore=(404,))
         time.sleep(0.1)
-    _engines("down", "opensearch")
+    _engines(port, "down", "opensearch")
     time.sleep(3)
-    _engines("up", "opensearch")
+    _engines(port, "up", "opensearch")
     worker.join(timeout=300)
     assert "error" not in result, result.get("error")
     stats = result["stats"]
