@@ -136,10 +136,14 @@ def bootstrap(
     pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Install the server-side ingest pipeline as the stream's default pipeline (when the engine has the processors)")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and a diff; change nothing")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite objects of the same name that kaudit-elk does not own")] = False,
+    kibana_url: Annotated[Optional[str], typer.Option("--kibana-url", envvar="KAUDIT_KIBANA_URL", help="Also import the dashboards into this Kibana")] = None,
+    dashboards_url: Annotated[Optional[str], typer.Option("--dashboards-url", envvar="KAUDIT_DASHBOARDS_URL", help="Also import the dashboards into this OpenSearch Dashboards")] = None,
+    space: Annotated[Optional[str], typer.Option("--space", help="Kibana space for the dashboards")] = None,
+    tenant: Annotated[Optional[str], typer.Option("--tenant", help="OpenSearch Security tenant for the dashboards")] = None,
     output: OutputOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
-    """Install index templates, lifecycle policy and ingest pipeline for the engine's flavor (idempotent)."""
+    """Install index templates, lifecycle policy and ingest pipeline (and dashboards) for the engine's flavor (idempotent)."""
     console = Console(quiet)
 
     def body() -> None:
@@ -171,7 +175,21 @@ def bootstrap(
                 console.json(report)
             return
         changed = apply(engine, the_plan, options)
+        imports = []
+        for flavor, target in (("kibana", kibana_url), ("opensearch", dashboards_url)):
+            if not target:
+                continue
+            from kaudit_elk import dashboards
+
+            objects = dashboards.render(flavor, index_namespace=settings.namespace)  # type: ignore[arg-type]
+            summary = dashboards.import_objects(
+                target, flavor, objects, username=settings.username, password=settings.password,  # type: ignore[arg-type]
+                api_key=settings.api_key, ca_certs=settings.ca_certs, verify_certs=settings.verify_certs,
+                space=space, tenant=tenant)
+            imports.append({"url": target, **summary})
+            console.info(f"dashboards: {summary['imported']} saved objects imported into {flavor} at {target}")
         if output is OutputFormat.json:
+            report["dashboards"] = imports
             console.json(report)
         else:
             for step in the_plan.steps:
