@@ -394,6 +394,18 @@ def saved_searches_for_rules(rules: Iterable[tuple[str, str, str]], index: str =
     return out
 
 
+def shipped_rule_searches() -> list[tuple[str, str, str]]:
+    """``(rule id, title, Lucene query)`` for the shipped rule pack (empty when it cannot be loaded)."""
+    from kaudit_elk.rules.compiler import rule_searches
+    from kaudit_elk.rules.loader import default_pack_dir, load_rules
+
+    try:
+        pack = load_rules([default_pack_dir()])
+    except ContentError:
+        return []
+    return rule_searches(pack)
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -401,14 +413,18 @@ def render(
     flavor: Flavor,
     index_namespace: str = "kaudit",
     source: Source | None = None,
-    rules: Iterable[tuple[str, str, str]] = (),
+    rules: Iterable[tuple[str, str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Saved objects for ``flavor`` ("kibana" or "opensearch"): index patterns, searches, visualizations, dashboards."""
+    """Saved objects for ``flavor`` ("kibana" or "opensearch"): index patterns, searches, visualizations, dashboards.
+
+    ``rules`` are ``(rule id, title, Lucene query)`` for one saved search each; None means every rule of
+    the shipped pack that compiles to a query string (:func:`kaudit_elk.rules.compiler.rule_searches`).
+    """
     if flavor not in FLAVORS:
         raise ContentError(f"unknown dashboards flavor {flavor!r}; expected kibana or opensearch")
     src = source or load_source()
     searches = list(src.searches.values())
-    extra = saved_searches_for_rules(rules)
+    extra = saved_searches_for_rules(shipped_rule_searches() if rules is None else rules)
     clash = {s.id for s in extra} & set(src.searches)
     if clash:
         raise ContentError(f"rule saved searches clash with shipped ids: {sorted(clash)}")

@@ -172,12 +172,14 @@ class Correlator:
                 grp.chains.pop(0)
         return []
 
-    def flush(self) -> list[Alert]:
-        """End of stream: decide the still-open tumbling windows."""
+    def flush(self, closed_before: float | None = None) -> list[Alert]:
+        """End of stream: decide the still-open tumbling windows (only those ending before
+        ``closed_before`` when given: a later event could still join the others)."""
         out: list[Alert] = []
         if not self.sliding and self.type != SigmaCorrelationType.TEMPORAL_ORDERED:
             for key, grp in list(self.groups.items()):
-                out += self._close(key, grp)
+                if closed_before is None or (grp.start is not None and grp.start + self.span < closed_before):
+                    out += self._close(key, grp)
         self.groups.clear()
         return out
 

@@ -67,13 +67,26 @@ class Runner:
 
     def feed(self, event: Mapping[str, Any]) -> list[Alert]:
         """Evaluate one raw event; returns the alerts it completes (possibly for earlier events)."""
-        self.events += 1
-        self._n += 1
         view = EventView(event)
         rules, batch = self.candidates(event)
         matched = [rules[i] for i in batch(view)]
         if matched and self._has_exceptions:
             matched = [r for r in matched if not r.exceptions or r.matches(view)]
+        return self._process(event, view, matched)
+
+    def feed_matched(self, event: Mapping[str, Any], rule_ids: Iterable[str], t: float | None = None) -> list[Alert]:
+        """Like :meth:`feed`, for an event whose matching single-event rules are already known
+        (e.g. an engine's ``matched_queries``); ``t`` is its time when the event carries none."""
+        ids = set(rule_ids)
+        matched = [r for r in self.rules if r.id in ids]
+        if t is not None and event_time(event) is None:
+            self._clock = max(self._clock, t)
+        return self._process(event, EventView(event), matched, t)
+
+    def _process(self, event: Mapping[str, Any], view: EventView, matched: list[PackRule],
+                 t_hint: float | None = None) -> list[Alert]:
+        self.events += 1
+        self._n += 1
         aid = event.get("auditID")
         pending_check = self._pending and self._n % 1024 == 0
         if not matched and not pending_check and not (self._pending_by_aid and aid in self._pending_by_aid):
@@ -81,7 +94,7 @@ class Runner:
         out: list[Alert] = []
         t = event_time(event) if matched or pending_check else None
         if t is None:
-            t = self._clock
+            t = self._clock if t_hint is None else t_hint
         stage = event.get("stage")
         if isinstance(aid, str) and aid and stage is not None:
             final = stage in FINAL_STAGES
@@ -113,11 +126,15 @@ class Runner:
             out += self._expire(t - self.pending_horizon)
         return out
 
-    def flush(self) -> list[Alert]:
-        """End of stream: emit pending earlier-stage matches and close correlation windows."""
+    def flush(self, closed_before: float | None = None) -> list[Alert]:
+        """End of stream: emit pending earlier-stage matches and close correlation windows.
+
+        ``closed_before`` (windowed runs): only decide tumbling correlation windows that end before
+        this event time; later ones stay undecided for the next window to replay.
+        """
         out = self._expire(float("inf"))
         for c in self.correlators:
-            out += c.flush()
+            out += c.flush(closed_before)
         return out
 
     def run(self, events: Iterable[Mapping[str, Any]]) -> Iterator[Alert]:
