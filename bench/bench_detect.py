@@ -105,10 +105,12 @@ def main() -> None:
             print(f"loaded {background:,} background events in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         runs[label] = one_run(engine, pack, ns)
     (bs, bmem, balerts), (ws, wmem, walerts) = runs["small"], runs["big"]
-    assert balerts == walerts, (balerts, walerts)
+    # Alert counts may differ: the stored history primes the new-terms rules (a term seen in the
+    # days before is not new), which is the point of keeping it searchable.
     report([Result(f"detect run, {args.events:,} events outside window", "same run, empty history", 1, ws, bs, 0.8)])
     print(f"detect run: {ws:.2f}s with {args.events:,} stored events vs {bs:.2f}s without; "
-          f"peak Python memory {wmem / 1e6:.1f} MB vs {bmem / 1e6:.1f} MB; {walerts} alerts")
+          f"peak Python memory {wmem / 1e6:.1f} MB vs {bmem / 1e6:.1f} MB; {walerts} vs {balerts} alerts "
+          "(fewer with history: new-terms rules see the terms as known)")
 
 
 if __name__ == "__main__":

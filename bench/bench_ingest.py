@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--batch-mb", type=float, default=4.0)
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     engine = connect(Settings(url=args.url, timeout=120))
@@ -87,7 +88,7 @@ def main() -> None:
             engine.request("POST", f"/{stream}/_bulk", body=b"".join(chunk), params={"pipeline": "_none"}, ndjson=True)
 
     def kaudit_ingest() -> None:
-        stats = ingest(engine, [str(path)], IngestOptions(namespace=state["ns"], batch_bytes=batch_bytes,
+        stats = ingest(engine, [str(path)], IngestOptions(namespace=state["ns"], batch_bytes=batch_bytes, workers=args.workers,
                                                           dead_letter=None))
         assert stats.indexed == len(events), stats
 

@@ -13,6 +13,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
@@ -280,7 +281,11 @@ class Engine:
 
         headers = {"content-type": "application/x-ndjson"} if ndjson else None
         try:
-            return self.client.transport.perform_request(method, path, params=params, body=body, headers=headers)
+            with warnings.catch_warnings():
+                # OpenSearch deprecation headers (e.g. sorting on _id as a PIT tiebreaker, which
+                # 2.19 needs because it refuses _shard_doc) are for operators, not CLI users.
+                warnings.simplefilter("ignore", opensearchpy.exceptions.OpenSearchWarning)
+                return self.client.transport.perform_request(method, path, params=params, body=body, headers=headers)
         except opensearchpy.SSLError as exc:
             raise EngineError(f"{method} {path}: TLS failure: {exc}") from None
         except opensearchpy.ConnectionError as exc:

@@ -161,13 +161,21 @@ class Ingester:
         self.progress = progress or (lambda n: None)
         self._lock = threading.Lock()
         self._write_index_created: float | None = None
+        self._now_at = 0.0
+        self._now_text = ""
         self._backing_indices = 0
         self._refresh_stream_info()
 
     # -- reading and normalizing (pure per record) --------------------------------------------
     @property
     def _now(self) -> str:
-        return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        """Ingest time, formatted at most once per second (it is stamped on every document)."""
+        now = time.time()
+        if now - self._now_at >= 1.0:
+            self._now_at = now
+            self._now_text = datetime.fromtimestamp(now, timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+        return self._now_text
 
     def _to_item(self, record: Record) -> _Item | None:
         if record.error is not None or record.event is None:
@@ -183,11 +191,11 @@ class Ingester:
             with self._lock:
                 self.stats.skipped += 1
             return None
-        event_meta = doc.setdefault("event", {})
-        event_meta["ingested"] = self._now
+        now = self._now
+        doc.setdefault("event", {})["ingested"] = now
         if "@timestamp" not in doc:
             # No timestamp anywhere in the event: index it at ingest time rather than lose it.
-            doc["@timestamp"] = self._now
+            doc["@timestamp"] = now
             doc.setdefault("tags", []).append("kaudit_timestamp_missing")
         audit = doc.get("kubernetes", {}).get("audit", {})
         _id = doc_id(self.options.cluster, key, str(audit.get("stage", "")))
@@ -243,7 +251,8 @@ class Ingester:
         while pending:
             payload = b"".join(it.action + b"\n" + it.source + b"\n" for it in pending)
             try:
-                result = self.engine.request("POST", "/_bulk", body=payload, params={"pipeline": "_none"}, ndjson=True)
+                result = self.engine.request("POST", "/_bulk", body=payload, ndjson=True, params={
+                    "pipeline": "_none", "filter_path": "errors,items.*.status,items.*.error"})
             except EngineRequestError as exc:
                 if exc.status not in RETRYABLE:
                     for it in pending:
@@ -312,10 +321,14 @@ class Ingester:
                 settle(False)
 
             try:
+                unreported = 0
                 for record in records:
-                    with self._lock:
-                        self.stats.read += 1
-                    self.progress(1)
+                    unreported += 1
+                    if unreported == 256:
+                        with self._lock:
+                            self.stats.read += unreported
+                        self.progress(unreported)
+                        unreported = 0
                     if record.source != "-":
                         prev = last_offset.get(record.source)
                         if prev is not None and record.offset != prev:
@@ -327,6 +340,9 @@ class Ingester:
                         size += len(item.action) + len(item.source) + 2
                     if size >= self.options.batch_bytes:
                         submit()
+                with self._lock:
+                    self.stats.read += unreported
+                self.progress(unreported)
                 safe.update(last_offset)  # end of input: every line is complete
                 if items or not in_flight:
                     submit()

@@ -256,6 +256,10 @@ def _exception_predicates(
         except (SigmaError, ContentError) as exc:
             issues.append(Issue(source, f"{where}: {exc}"))
             continue
+        try:
+            pred.sigma = rule  # type: ignore[attr-defined] - lets the engine compiler add it to the query
+        except AttributeError:
+            pass
         rules = item["rule"] if isinstance(item["rule"], list) else [item["rule"]]
         for rid in rules:
             out.setdefault(str(rid), []).append(pred)
