@@ -69,6 +69,8 @@ class IngestStats:
 @dataclass(slots=True)
 class _Item:
     record: Record
+    doc_id: str
+    timestamp: str  # the document's @timestamp (ISO8601)
     action: bytes
     source: bytes
 
@@ -164,6 +166,7 @@ class Ingester:
         self._now_at = 0.0
         self._now_text = ""
         self._backing_indices = 0
+        self._stream_info_at = 0.0
         self._refresh_stream_info()
 
     # -- reading and normalizing (pure per record) --------------------------------------------
@@ -200,7 +203,7 @@ class Ingester:
         audit = doc.get("kubernetes", {}).get("audit", {})
         _id = doc_id(self.options.cluster, key, str(audit.get("stage", "")))
         action = orjson.dumps({"create": {"_index": self.stream, "_id": _id}})
-        return _Item(record, action, orjson.dumps(doc))
+        return _Item(record, _id, doc["@timestamp"], action, orjson.dumps(doc))
 
     def _dead(self, record: Record, reason: str) -> None:
         self.dead.write(record, reason)
@@ -215,23 +218,26 @@ class Ingester:
         dates = [int(v["settings"]["index"]["creation_date"]) / 1000 for v in (body or {}).values()]
         self._backing_indices = len(dates)
         self._write_index_created = max(dates) if dates else None
+        self._stream_info_at = time.monotonic()
 
-    def _already_stored(self, items: list[_Item]) -> set[bytes]:
-        """IDs of items that may sit in an older backing index (only after a rollover)."""
+    def _already_stored(self, items: list[_Item]) -> set[str]:
+        """IDs of items that may sit in an older backing index (only after a rollover).
+
+        ``_create`` rejects a duplicate ``_id`` only within the write index. An event older than the
+        write index may have been stored before the rollover, so those (and only those) are looked up.
+        """
+        if time.monotonic() - self._stream_info_at > 300:  # long --follow runs see later rollovers
+            self._refresh_stream_info()
         if self._backing_indices < 2 or self._write_index_created is None:
             return set()
         cutoff = self._write_index_created + 300  # clock skew margin
-        candidates = []
-        for it in items:
-            ts = orjson.loads(it.source).get("@timestamp")
-            when = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() if ts else 0
-            if when < cutoff:
-                candidates.append(orjson.loads(it.action)["create"]["_id"])
+        candidates = [it.doc_id for it in items
+                      if datetime.fromisoformat(it.timestamp.replace("Z", "+00:00")).timestamp() < cutoff]
         if not candidates:
             return set()
         body = self.engine.request("POST", f"/{self.stream}/_search", {
             "size": len(candidates), "_source": False, "query": {"ids": {"values": candidates}}})
-        return {h["_id"].encode() for h in body["hits"]["hits"]}
+        return {h["_id"] for h in body["hits"]["hits"]}
 
     # -- sending ------------------------------------------------------------------------------
     def _send(self, batch: _Batch) -> None:
@@ -240,7 +246,7 @@ class Ingester:
         if existing:
             keep = []
             for it in pending:
-                if orjson.loads(it.action)["create"]["_id"].encode() in existing:
+                if it.doc_id in existing:
                     with self._lock:
                         self.stats.duplicates += 1
                 else:
