@@ -3,7 +3,7 @@
     /tmp/venv/bin/python bench/bench_scan.py [--events 100000] [--repeat 3]
 
 Input: the shipped sample logs (busy-cluster background plus an attack story) and the native
-corpus events under /work/shared/corpus (when present), decoded once and repeated to ``--events``
+corpus events under ../shared/corpus or $KAUDIT_CORPUS (when present), decoded once and repeated to ``--events``
 events with unique auditIDs and increasing timestamps (so dedupe and correlation state behave as on
 a real stream). Both pipelines start from decoded Event dicts, best of ``--repeat``:
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,7 +30,7 @@ from kaudit_elk.rules.runner import Runner
 from kaudit_elk.sources import read_records
 
 TARGET = 0.3
-CORPUS = Path("/work/shared/corpus")
+CORPUS = Path(os.environ.get("KAUDIT_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
 
 
 def base_events() -> list[dict]:

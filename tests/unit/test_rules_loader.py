@@ -10,9 +10,6 @@ import yaml
 from kaudit_elk.errors import ContentError
 from kaudit_elk.rules.loader import load_rules, load_tuning, validate
 
-CORPUS_SIGMA = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "sigmahq-kubernetes-audit-rules"
-if not CORPUS_SIGMA.is_dir():
-    CORPUS_SIGMA = Path("/work/shared/corpus/sigmahq-kubernetes-audit-rules")
 
 GOOD = {
     "title": "pods exec", "id": "0a9b4b6e-5d0c-4e0c-8b7a-000000000001", "level": "medium",
@@ -21,8 +18,8 @@ GOOD = {
 }
 
 
-@pytest.mark.skipif(not CORPUS_SIGMA.is_dir(), reason="shared corpus not present")
-def test_sigmahq_kubernetes_rules_load_unchanged_and_run():
+def test_sigmahq_kubernetes_rules_load_unchanged_and_run(corpus_dir: Path):
+    CORPUS_SIGMA = corpus_dir / "sigmahq-kubernetes-audit-rules"
     files = sorted(CORPUS_SIGMA.glob("*.yml"))
     assert validate([CORPUS_SIGMA]) == []
     pack = load_rules([CORPUS_SIGMA])

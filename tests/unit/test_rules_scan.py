@@ -14,7 +14,6 @@ from kaudit_elk.errors import EXIT_ALERTS, EXIT_USAGE
 from kaudit_elk.rules.loader import default_pack_dir, load_rules
 from kaudit_elk.scan import ScanStats, sample_path, scan
 
-CORPUS = Path("/work/shared/corpus")
 PACK = load_rules([default_pack_dir()])
 
 
@@ -67,8 +66,8 @@ def test_scan_reads_gzip(tmp_path):
     assert [a["rule"]["name"] for a in scan([str(gz)], PACK, min_severity="high")] == ["Privileged Container Created"]
 
 
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
-def test_scan_corpus_end_to_end():
+def test_scan_corpus_end_to_end(corpus_dir: Path):
+    CORPUS = corpus_dir
     falco = sorted(str(p) for p in (CORPUS / "falco-trace-files-k8s_audit").glob("*.json"))
     stats = ScanStats()
     alerts = list(scan(falco, PACK, stats=stats))
