@@ -32,23 +32,15 @@ TARGETS = {"Metadata": 0.3, "RequestResponse": 0.5}
 
 def corpus_lines() -> dict[str, list[bytes]]:
     """Native corpus events as JSON lines, grouped by whether they carry bodies."""
+    from kaudit_elk.sources import read_records
+
     groups: dict[str, list[bytes]] = {"Metadata": [], "RequestResponse": []}
-    for path in sorted(INPUTS.iterdir()):
-        data = path.read_bytes().lstrip(b"\xef\xbb\xbf")
-        try:
-            values = [orjson.loads(data)]
-        except orjson.JSONDecodeError:
-            values = [orjson.loads(line) for line in data.splitlines() if line.strip()]
-        for value in values:
-            try:
-                events = decode(value)
-            except ValueError:
-                continue
-            for ev in events:
-                if ENVELOPE_KEY in ev or normalize(ev) is None:
-                    continue
-                key = "RequestResponse" if ("requestObject" in ev or "responseObject" in ev) else "Metadata"
-                groups[key].append(orjson.dumps(ev))
+    for record in read_records(sorted(str(p) for p in INPUTS.iterdir())):
+        ev = record.event
+        if ev is None or ENVELOPE_KEY in ev or normalize(dict(ev)) is None:
+            continue
+        key = "RequestResponse" if ("requestObject" in ev or "responseObject" in ev) else "Metadata"
+        groups[key].append(orjson.dumps(ev))
     return groups
 
 

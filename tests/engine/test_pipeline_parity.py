@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kaudit_elk.envelopes import EnvelopeError, decode
 from kaudit_elk.fieldspec import ENVELOPE_KEY
 from kaudit_elk.normalize import normalize
 from kaudit_elk.pipeline import build_pipeline
+from kaudit_elk.sources import read_records
 
 pytestmark = pytest.mark.engine
 
@@ -23,20 +23,9 @@ PROCESSORS = {"json", "script", "remove", "drop", "fail", "foreach", "urldecode"
 
 
 def _native_events() -> list[tuple[str, dict]]:
-    out = []
-    for path in sorted(CORPUS.iterdir()):
-        data = path.read_bytes().lstrip(b"\xef\xbb\xbf")
-        try:
-            values = [orjson.loads(data)]
-        except orjson.JSONDecodeError:
-            values = [orjson.loads(line) for line in data.splitlines() if line.strip()]
-        for value in values:
-            try:
-                events = decode(value)
-            except EnvelopeError:
-                continue
-            out.extend((path.name, e) for e in events if ENVELOPE_KEY not in e)
-    return out
+    """(file name, event) for every corpus event that needs no envelope (the pipeline's input)."""
+    records = read_records(sorted(str(p) for p in CORPUS.iterdir()))
+    return [(Path(r.source).name, r.event) for r in records if r.event is not None and ENVELOPE_KEY not in r.event]
 
 
 def _simulate(engine, docs: list[dict]) -> list[dict]:

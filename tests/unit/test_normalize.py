@@ -209,22 +209,15 @@ def test_invalid_source_ips_are_left_out_of_ip_fields():
 
 
 def test_every_corpus_event_normalizes_or_fails_clearly():
+    from kaudit_elk.sources import read_records
+
     count = 0
-    for path in GOLDEN.iterdir():
-        data = path.read_bytes().lstrip(b"\xef\xbb\xbf")
-        try:
-            values = [orjson.loads(data)]
-        except orjson.JSONDecodeError:
-            values = [orjson.loads(line) for line in data.splitlines() if line.strip()]
-        for value in values:
-            try:
-                events = decode(value)
-            except ValueError:
-                continue
-            for ev in events:
-                doc = normalize(ev)
-                assert doc is None or doc["event"]["dataset"] == "kubernetes.audit_logs"
-                count += 1
+    for record in read_records(sorted(str(p) for p in GOLDEN.iterdir())):
+        if record.event is None:
+            continue
+        doc = normalize(record.event)
+        assert doc is None or doc["event"]["dataset"] == "kubernetes.audit_logs"
+        count += 1
     assert count > 350
 
 
