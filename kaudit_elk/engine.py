@@ -12,6 +12,7 @@ import http.client
 import json
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import dataclass, field
@@ -280,6 +281,10 @@ class Engine:
         import opensearchpy
 
         headers = {"content-type": "application/x-ndjson"} if ndjson else None
+        if params and "timeout" in params:
+            # opensearch-py takes a "timeout" param as its own socket timeout: send them in the URL
+            path += ("&" if "?" in path else "?") + urllib.parse.urlencode(params)
+            params = None
         try:
             with warnings.catch_warnings():
                 # OpenSearch deprecation headers (e.g. sorting on _id as a PIT tiebreaker, which

@@ -99,8 +99,12 @@ def _resolver(path: str) -> Callable[[Any], list[Any]]:
                 v = obj.get(key, _MISSING)
                 if v is _MISSING:
                     return []
+                if v.__class__ is list:  # fast path: a flat list of scalars
+                    out = [x for x in v if x.__class__ in _SCALARS]
+                    if len(out) == len(v):
+                        return out
                 if isinstance(v, (list, dict)):
-                    out: list[Any] = []
+                    out = []
                     walk(v, 1, out)
                     return out
                 return [v]
@@ -122,15 +126,20 @@ def _resolver(path: str) -> Callable[[Any], list[Any]]:
                         return []
                     if not isinstance(v, (list, dict)):
                         return [v]
+                    if v.__class__ is list:  # a flat list of scalars
+                        out = [x for x in v if x.__class__ in _SCALARS]
+                        if len(out) == len(v):
+                            return out
+                elif inner is None:  # "a" absent or null
+                    return []
             out: list[Any] = []
             walk(obj, 0, out)
             return out
 
         return get2
 
-    def get(obj: Any) -> list[Any]:
-        # iterative descent through objects; recursion only once a list is met
-        cur, i = obj, 0
+    def descend(cur: Any, i: int = 0) -> list[Any]:
+        # iterative descent through objects from level i; recursion only once a list is met
         while i < n:
             if isinstance(cur, dict):
                 for key, j in joined[i]:
@@ -150,7 +159,54 @@ def _resolver(path: str) -> Callable[[Any], list[Any]]:
         walk(cur, i, out)
         return out
 
-    return get
+    if n > _UNROLL_MAX:
+        return descend
+    return _unrolled(joined, n, descend)
+
+
+_UNROLL_MAX = 6
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _unrolled(joined: list[list[tuple[str, int]]], n: int, descend: Callable[[Any, int], list[Any]]
+              ) -> Callable[[Any], list[Any]]:
+    """The descent of ``descend`` through plain dicts, unrolled into straight-line key lookups.
+
+    Candidate keys are tried longest first exactly as in the loop; anything other than a plain
+    dict on the way (a list, a dict subclass, ...) hands over to ``descend`` at that level.
+    """
+    ns: dict[str, Any] = {"_M": _MISSING, "_descend": descend, "_SCALARS": _SCALARS}
+    lines = ["def _get(o0):"]
+    consts: dict[str, str] = {}
+
+    def emit(i: int, depth: int, ind: str) -> None:
+        var = f"o{depth}"
+        if i == n:
+            lines.append(f"{ind}if {var}.__class__ in _SCALARS:")
+            lines.append(f"{ind}    return [{var}]")
+            lines.append(f"{ind}return _descend({var}, {n})")
+            return
+        lines.append(f"{ind}if {var}.__class__ is not dict:")
+        lines.append(f"{ind}    return _descend({var}, {i})")
+        nxt = f"o{depth + 1}"
+        for key, j in joined[i]:
+            name = consts.get(key)
+            if name is None:
+                name = consts[key] = f"_k{len(consts)}"
+                ns[name] = key
+            lines.append(f"{ind}{nxt} = {var}.get({name}, _M)")
+            lines.append(f"{ind}if {nxt} is not _M:")
+            emit(j, depth + 1, ind + "    ")
+        lines.append(f"{ind}return []")
+
+    emit(0, 0, "    ")
+    exec(compile("\n".join(lines) + "\n", "<field resolver>", "exec"), ns)  # noqa: S102 - fixed template
+    return ns["_get"]
+
+
+@lru_cache(maxsize=4096)
+def _resolver_cached(path: str) -> Callable[[Any], list[Any]]:
+    return _resolver(path)
 
 
 @lru_cache(maxsize=4096)
@@ -179,20 +235,53 @@ def lowered_getter(path: str) -> Callable[[Any], list[str]]:
     parts = path.split(".")
     first, second = parts[0], parts[-1]
 
-    def compute(obj: Any) -> list[str]:
-        ev = obj.event if obj.__class__ is EventView else obj
-        if len(parts) <= 2 and isinstance(ev, dict) and path not in ev:  # fast path: a plain string leaf
-            v = ev.get(first)
-            if len(parts) == 2:
-                v = v.get(second) if isinstance(v, dict) else None
-            if isinstance(v, str):
-                return [v.lower()]
+    def lower_all(values: list[Any]) -> list[str]:
         out = []
-        for v in resolve(ev):
-            t = v if isinstance(v, str) else _as_text(v)
-            if t is not None:
-                out.append(t.lower())
+        for v in values:
+            if v.__class__ is str:
+                out.append(v.lower())
+            else:
+                t = _as_text(v)
+                if t is not None:
+                    out.append(t.lower())
         return out
+
+    # fast paths (plain dict event, no dotted key shadowing the path): a single string leaf
+    if len(parts) == 1:
+        def compute(obj: Any) -> list[str]:
+            ev = obj.event if obj.__class__ is EventView else obj
+            if ev.__class__ is dict:
+                v = ev.get(first, _MISSING)
+                if v.__class__ is str:
+                    return [v.lower()]
+                if v is _MISSING:
+                    return []
+                if v.__class__ is list:
+                    out = [x.lower() for x in v if x.__class__ is str]
+                    if len(out) == len(v):
+                        return out
+            return lower_all(resolve(ev))
+    elif len(parts) == 2:
+        def compute(obj: Any) -> list[str]:
+            ev = obj.event if obj.__class__ is EventView else obj
+            if ev.__class__ is dict and path not in ev:
+                inner = ev.get(first)
+                if inner.__class__ is dict:
+                    v = inner.get(second, _MISSING)
+                    if v.__class__ is str:
+                        return [v.lower()]
+                    if v is _MISSING:
+                        return []
+                    if v.__class__ is list:
+                        out = [x.lower() for x in v if x.__class__ is str]
+                        if len(out) == len(v):
+                            return out
+                elif inner is None:  # "a" absent or null
+                    return []
+            return lower_all(resolve(ev))
+    else:
+        def compute(obj: Any) -> list[str]:
+            return lower_all(resolve(obj.event if obj.__class__ is EventView else obj))
 
     get_compute = compute
 
@@ -582,17 +671,18 @@ class _Codegen:
     def __init__(self, placeholders: Mapping[str, Sequence[str]]) -> None:
         self.ph = placeholders
         self.ns: dict[str, Any] = {"_sw": _any_startswith, "_ew": _any_endswith, "_in": _any_contains,
-                                   "_cmp": _any_compare, "_ex": _any_present, "_cidr": _any_in_network}
+                                   "_cmp": _any_compare, "_ex": _any_present, "_cidr": _any_in_network,
+                                   "_cidrs": _any_in_networks}
         self.n = 0
         self.locals: dict[tuple[str, str], str] = {}  # (kind, field) -> local variable caching its values
 
-    def cached(self, kind: str, field: str, fill: Callable[[Any], Any]) -> str:
-        """Expression for the field's values, computed on first use into a function local."""
+    def cached(self, kind: str, field: str, fill: Callable[[Any], Any], arg: str = "v") -> str:
+        """Expression for the field's values, computed on first use (``fill(arg)``) into a function local."""
         name = self.locals.get((kind, field))
         if name is None:
             name = self.locals[(kind, field)] = f"_v{len(self.locals)}"
             self.ns[f"{name}_fill"] = fill
-        return f"({name} if {name} is not None else ({name} := {name}_fill(v)))"
+        return f"({name} if {name} is not None else ({name} := {name}_fill({arg})))"
 
     def function(self, name: str, body: list[str], result: str) -> str:
         """Source of ``def name(v)`` with the cached locals initialised."""
@@ -615,6 +705,7 @@ class _Codegen:
             grouped: dict[str, set[str]] = {}
             affixes: dict[tuple[str, str], list[str]] = {}
             parts = []
+            cidrs: dict[str, tuple[int, list[Any]]] = {}  # field -> (position in parts, networks)
             for a in node.args:
                 key = _plain_key(a)
                 akey = None if key is not None else _affix_key(a)
@@ -622,8 +713,15 @@ class _Codegen:
                     grouped.setdefault(key[0], set()).add(key[1])
                 elif akey is not None:
                     affixes.setdefault((akey[0], akey[1]), []).append(akey[2])
+                elif isinstance(a, ConditionFieldEqualsValueExpression) and isinstance(a.value, SigmaCIDRExpression):
+                    if a.field not in cidrs:
+                        cidrs[a.field] = (len(parts), [])
+                        parts.append("")
+                    cidrs[a.field][1].append(a.value.network)
                 else:
                     parts.append(self.expr(a))
+            for f, (pos, nets) in cidrs.items():  # one pass over the field's IPs for all its networks
+                parts[pos] = f"_cidrs({self.raw(f)}, {self.const(tuple(nets))})"
             head = [self.leaf_set(f, frozenset(v)) for f, v in grouped.items()]
             head += [self.leaf_affix(f, k, tuple(v)) for (f, k), v in affixes.items()]
             return "(" + " or ".join(head + parts) + ")"
@@ -650,8 +748,7 @@ class _Codegen:
         return f"{self.const(compile_condition(node, self.ph))}(v)"
 
     def raw(self, field: str) -> str:
-        resolve = _resolver(field)
-        return self.cached("raw", field, lambda v: resolve(v.event))
+        return self.cached("raw", field, _resolver_cached(field), "v.event")
 
     def num(self, field: str) -> str:
         return self.cached("num", field, numeric_getter(field))
@@ -677,6 +774,18 @@ def _any_in_network(values: list[Any], net: Any) -> bool:
             ip = _parse_ip(x)
             if ip is not None and ip.version == net.version and ip in net:
                 return True
+    return False
+
+
+def _any_in_networks(values: list[Any], nets: tuple[Any, ...]) -> bool:
+    for x in values:
+        if isinstance(x, str):
+            ip = _parse_ip(x)
+            if ip is not None:
+                version = ip.version
+                for net in nets:
+                    if version == net.version and ip in net:
+                        return True
     return False
 
 

@@ -77,5 +77,7 @@ def test_engine_restart_mid_ingest_loses_and_duplicates_nothing(
     assert stats.retried_requests + stats.retried_items > 0, "the outage should have been noticed"
     assert (stats.read, stats.dead_lettered) == (total, 0)
     assert stats.indexed + stats.duplicates == total
+    # after a restart the stream's shards recover on their own schedule
+    engine.request("GET", f"/_cluster/health/{stream}", params={"wait_for_status": "yellow", "timeout": "120s"})
     engine.request("POST", f"/{stream}/_refresh")
     assert engine.request("GET", f"/{stream}/_count")["count"] == total
