@@ -15,16 +15,12 @@ from kaudit_elk.cli_rules import DisableOpt, ExcOpt, NoPackOpt, RulesDirOpt, Sev
 from kaudit_elk.console import Console, run
 from kaudit_elk.errors import EXIT_ALERTS, ConfigError
 
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
 def parse_duration(text: str, option: str) -> timedelta:
-    """'30s', '5m', '1h', '7d' -> timedelta."""
-    unit = _UNITS.get(text[-1:]) if text else None
+    """'30s', '5m', '1h', '7d' -> timedelta (the same syntax as `retention --rollover-age`)."""
+    from kaudit_elk.retention import parse_age
+
     try:
-        if unit is None:
-            raise ValueError
-        return timedelta(**{unit: float(text[:-1])})
+        return timedelta(seconds=parse_age(text))
     except ValueError:
         raise ConfigError(f"{option}: expected a duration like 30s, 5m, 1h or 7d, got {text!r}") from None
 
