@@ -25,7 +25,7 @@ import orjson
 from kaudit_elk.fieldspec import ENVELOPE_KEY
 
 #: Fields whose presence marks an object without ``kind`` as an audit Event.
-_EVENT_MARKERS = ("auditID", "verb", "requestURI", "stage", "level", "objectRef", "requestReceivedTimestamp")
+EVENT_MARKERS = ("auditID", "verb", "requestURI", "stage", "level", "objectRef", "requestReceivedTimestamp")
 
 #: gRPC status codes (Cloud Audit Logs ``status.code``) -> HTTP status.
 GRPC_TO_HTTP: dict[int, int] = {
@@ -59,7 +59,7 @@ def decode(obj: Any) -> list[dict]:
     kind = obj.get("kind")
     if kind == "EventList":
         return [_native(i) for i in _list(obj, "items")]
-    if kind == "Event" or (kind is None and any(k in obj for k in _EVENT_MARKERS)):
+    if kind == "Event" or (kind is None and any(k in obj for k in EVENT_MARKERS)):
         return [_native(obj)]
     if "protoPayload" in obj:
         return [_gke(obj)]

@@ -9,6 +9,10 @@ Offsets: ``Record.offset`` is the byte offset just after the record's line in th
 stream; pass ``{path: offset}`` as ``start_offsets`` to resume after it. Records that come from one
 line share its offset, so resume only at a line boundary (after the last Record of a line).
 For whole-file documents the offset is the file size. Follow mode reads plain files only.
+
+``prepare`` (optional) is offered every JSON line first (stripped, as bytes); a non-None answer is
+kept as ``Record.prepared`` and the line is not decoded here. ``ingest`` uses it for the native
+fast path (:mod:`kaudit_elk.fastpath`), which returns None for every line it leaves to Python.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Sequence
 
 import orjson
 
 from kaudit_elk.envelopes import EnvelopeError, decode
 from kaudit_elk.errors import InputError
+
+#: ``prepare(text)`` -> None (decode the line here) or anything else (kept as ``Record.prepared``).
+Prepare = Optional[Callable[[bytes], Any]]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
@@ -39,6 +46,7 @@ class Record:
     event: dict | None  # decoded audit Event in the raw k8s schema, None on error
     error: str | None  # why it could not be decoded
     offset: int = 0  # byte offset just after this record's line (resume point)
+    prepared: Any = None  # what ``prepare`` made of the line (then ``event`` is None)
 
 
 def read_records(
@@ -47,6 +55,7 @@ def read_records(
     start_offsets: dict[str, int] | None = None,
     *,
     poll_interval: float = 0.5,
+    prepare: Prepare = None,
 ) -> Iterator[Record]:
     """Yield Records from each path in turn ("-" = stdin); with ``follow`` tail files forever."""
     offsets = start_offsets or {}
@@ -55,17 +64,22 @@ def read_records(
             reason = "is a directory" if os.path.isdir(path) else "does not exist"
             raise InputError(f"input file {path} {reason}")
     if follow:
-        yield from _follow(list(paths), offsets, poll_interval)
+        yield from _follow(list(paths), offsets, poll_interval, prepare)
         return
     for path in paths:
-        yield from _read_path(path, offsets.get(path, 0))
+        yield from _read_path(path, offsets.get(path, 0), prepare)
 
 
-def decode_line(source: str, line_no: int, raw: bytes, offset: int) -> Iterator[Record]:
+def decode_line(source: str, line_no: int, raw: bytes, offset: int, prepare: Prepare = None) -> Iterator[Record]:
     """Decode one JSON text (a line or a whole document) into Records (error Records on failure)."""
     text = raw.strip()
     if text.startswith(_BOM):
         text = text[3:].lstrip()
+    if prepare is not None:
+        prepared = prepare(text)
+        if prepared is not None:
+            yield Record(source, line_no, raw, None, None, offset, prepared)
+            return
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -109,7 +123,7 @@ def _skip(fh: BinaryIO, count: int) -> int:
     return count
 
 
-def _read_path(path: str, start: int) -> Iterator[Record]:
+def _read_path(path: str, start: int, prepare: Prepare = None) -> Iterator[Record]:
     source = path
     if path == "-":
         fh: BinaryIO = sys.stdin.buffer
@@ -119,7 +133,7 @@ def _read_path(path: str, start: int) -> Iterator[Record]:
         close = True
     try:
         offset = _skip(fh, start)
-        yield from _read_stream(fh, source, offset)
+        yield from _read_stream(fh, source, offset, prepare)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         yield Record(source, 0, b"", None, f"read error: {exc}", 0)
     finally:
@@ -127,7 +141,7 @@ def _read_path(path: str, start: int) -> Iterator[Record]:
             fh.close()
 
 
-def _read_stream(fh: BinaryIO, source: str, offset: int) -> Iterator[Record]:
+def _read_stream(fh: BinaryIO, source: str, offset: int, prepare: Prepare = None) -> Iterator[Record]:
     """JSON lines, or a whole-file JSON document when the first line is not JSON on its own."""
     line_no = 0
     first = True
@@ -144,16 +158,16 @@ def _read_stream(fh: BinaryIO, source: str, offset: int) -> Iterator[Record]:
                 if _parses(whole):
                     yield from decode_line(source, line_no, whole, offset + len(rest))
                     return
-                yield from _lines_of(raw + rest, source, line_no, offset - len(raw))
+                yield from _lines_of(raw + rest, source, line_no, offset - len(raw), prepare)
                 return
-        yield from decode_line(source, line_no, raw, offset)
+        yield from decode_line(source, line_no, raw, offset, prepare)
 
 
-def _lines_of(data: bytes, source: str, line_no: int, offset: int) -> Iterator[Record]:
+def _lines_of(data: bytes, source: str, line_no: int, offset: int, prepare: Prepare = None) -> Iterator[Record]:
     for raw in data.splitlines(keepends=True):
         offset += len(raw)
         if raw.strip():
-            yield from decode_line(source, line_no, raw, offset)
+            yield from decode_line(source, line_no, raw, offset, prepare)
         line_no += 1
 
 
@@ -172,8 +186,9 @@ def _parses(raw: bytes) -> bool:
 class _Tail:
     """Tails one plain file across rename-rotation and copytruncate."""
 
-    def __init__(self, path: str, start: int) -> None:
+    def __init__(self, path: str, start: int, prepare: Prepare = None) -> None:
         self.path = path
+        self.prepare = prepare
         self.fh: BinaryIO | None = None
         self.inode: tuple[int, int] | None = None
         self.pos = 0
@@ -229,12 +244,12 @@ class _Tail:
             self.line_no += 1
             base += len(line) + 1
             if line.strip():
-                out.extend(decode_line(self.path, self.line_no, line + b"\n", base))
+                out.extend(decode_line(self.path, self.line_no, line + b"\n", base, self.prepare))
         self.pos = base
         if final and self.partial.strip():
             self.line_no += 1
             self.pos += len(self.partial)
-            out.extend(decode_line(self.path, self.line_no, self.partial, self.pos))
+            out.extend(decode_line(self.path, self.line_no, self.partial, self.pos, self.prepare))
             self.partial = b""
         return out
 
@@ -243,12 +258,12 @@ class _Tail:
             self.fh.close()
 
 
-def _follow(paths: list[str], offsets: dict[str, int], poll_interval: float) -> Iterator[Record]:
+def _follow(paths: list[str], offsets: dict[str, int], poll_interval: float, prepare: Prepare = None) -> Iterator[Record]:
     stdin = [p for p in paths if p == "-"]
-    tails = [_Tail(p, offsets.get(p, 0)) for p in paths if p != "-"]
+    tails = [_Tail(p, offsets.get(p, 0), prepare) for p in paths if p != "-"]
     try:
         for path in stdin:  # stdin cannot be tailed: read it to its end first
-            yield from _read_path(path, 0)
+            yield from _read_path(path, 0, prepare)
         while True:
             got = False
             for tail in tails:

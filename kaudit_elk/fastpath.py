@@ -1,0 +1,60 @@
+"""The optional native fast path: one JSON line holding one audit Event -> its index document.
+
+``kaudit_elk_native`` (the Rust crate in ``native/``, installed with ``pip install ./native``)
+reads the line and writes the document bytes without building Python objects, which is where
+the pure-Python path spends its time. It reproduces :func:`kaudit_elk.normalize.normalize`
+byte for byte (tests/unit/test_native.py holds the two together over the corpus and edge cases)
+and declines, returning None, for every line it does not reproduce exactly: envelopes, wrong
+types, floats, oversized bodies, unusual timestamps. Those lines take the Python path, which
+stays the reference and the one place where errors are worded.
+
+``KAUDIT_NATIVE=0`` turns the fast path off; without the module everything works the same, slower.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional, Union
+
+from kaudit_elk import envelopes
+from kaudit_elk import fieldspec as fs
+from kaudit_elk.normalize import NormalizeOptions
+
+#: ``line(text, ingested)`` -> None (use Python) | () (stage filtered out) | (doc_id, @timestamp, doc bytes)
+LineResult = Union[None, tuple]
+LineNormalizer = Callable[[bytes, Optional[str]], LineResult]
+
+try:  # pragma: no cover - depends on the installation
+    import kaudit_elk_native as _native
+except ImportError:  # pragma: no cover
+    _native = None
+
+
+def available() -> bool:
+    """True when the native module is installed and not turned off by ``KAUDIT_NATIVE=0``."""
+    return _native is not None and os.environ.get("KAUDIT_NATIVE", "1") != "0"
+
+
+def line_normalizer(options: NormalizeOptions) -> LineNormalizer | None:
+    """A native ``line(text, ingested=None)`` for these options, or None when unavailable."""
+    if not available():
+        return None
+    normalizer = _native.Normalizer(
+        cluster=options.cluster,
+        stages=sorted(options.stages),
+        keep_original=options.keep_original,
+        max_body_bytes=options.max_body_bytes,
+        max_value_bytes=options.max_value_bytes,
+        ecs_version=fs.ECS_VERSION,
+        module=fs.EVENT_MODULE,
+        dataset=fs.EVENT_DATASET,
+        envelope_key=fs.ENVELOPE_KEY,
+        event_markers=list(envelopes.EVENT_MARKERS),
+        exec_subresources=sorted(fs.EXEC_SUBRESOURCES),
+        iam_resources=sorted(fs.IAM_RESOURCES),
+        write_verbs=sorted(fs.WRITE_VERBS),
+        verb_types=list(fs.VERB_TYPES.items()),
+        service_resources=sorted(fs.SERVICE_RESOURCES),
+        pod_markers=list(fs.POD_SPEC_MARKERS),
+    )
+    return normalizer.line

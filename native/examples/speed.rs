@@ -1,0 +1,35 @@
+//! cargo run --release --example speed --no-default-features -- FILE.jsonl
+use kaudit_elk_native::{json, normalize};
+use std::time::Instant;
+
+fn s(v: &[&str]) -> Vec<String> { v.iter().map(|x| x.to_string()).collect() }
+
+fn main() {
+    let path = std::env::args().nth(1).expect("a JSON lines file");
+    let text = std::fs::read(path).unwrap();
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let cfg = normalize::Config {
+        cluster: "default".into(), stages: s(&["Panic", "ResponseComplete", "ResponseStarted"]), keep_original: false,
+        max_body_bytes: 65536, max_value_bytes: 8192, ecs_version: "8.11.0".into(), module: "kubernetes".into(),
+        dataset: "kubernetes.audit_logs".into(), envelope_key: "_kaudit_envelope".into(),
+        event_markers: s(&["auditID", "verb", "requestURI", "stage", "level", "objectRef", "requestReceivedTimestamp"]),
+        exec_subresources: s(&["attach", "exec"]), iam_resources: s(&["clusterroles", "roles", "serviceaccounts"]),
+        write_verbs: s(&["create", "delete", "patch", "update"]), verb_types: vec![("create".into(), "creation".into())],
+        service_resources: s(&["services"]), pod_markers: s(&["containers", "initContainers", "ephemeralContainers", "volumes", "hostNetwork", "hostPID", "hostIPC"]),
+    };
+    let n = 100_000;
+    let (mut tp, mut tn) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let t = Instant::now();
+        for i in 0..n { std::hint::black_box(json::parse(lines[i % lines.len()]).unwrap()); }
+        tp = tp.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        for i in 0..n {
+            let l = lines[i % lines.len()];
+            let v = json::parse(l).unwrap();
+            std::hint::black_box(normalize::normalize(&cfg, &v, l.len(), Some("2026-01-01T00:00:00.000Z")).ok());
+        }
+        tn = tn.min(t.elapsed().as_secs_f64());
+    }
+    println!("parse {:.2}us  parse+normalize+write {:.2}us", tp / n as f64 * 1e6, tn / n as f64 * 1e6);
+}
