@@ -203,3 +203,36 @@ def test_checkpoint_resumes_without_resending(engine: Engine, corpus_dir: Path, 
                                                        refresh=True))
     assert second.read == len(src) - 10 and second.duplicates == 0
     assert _count(engine, Names(namespace).stream) == len(src)
+
+
+def _sources(engine: Engine, stream: str) -> dict[str, dict]:
+    body = engine.request("POST", f"/{stream}/_search", {"size": 10000, "query": {"match_all": {}}})
+    out = {}
+    for hit in body["hits"]["hits"]:
+        doc = hit["_source"]
+        doc["event"].pop("ingested")  # the time of each run
+        if "kaudit_timestamp_missing" in doc.get("tags", ()):
+            doc.pop("@timestamp")  # stamped with the ingest time too
+        out[hit["_id"]] = doc
+    return out
+
+
+def test_native_and_python_paths_store_the_same_documents(
+    engine: Engine, corpus_files: list[str], ingested_corpus: str, ingested_corpus_info: dict,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kaudit_elk import fastpath
+
+    stats = ingested_corpus_info["stats"]
+    if fastpath.available():  # the corpus fixture ran the default path: native where it could
+        assert stats.native >= 100  # the lines with an auditID and a timestamp (the rest lack one)
+    monkeypatch.setenv("KAUDIT_NATIVE", "0")
+    namespace = _fresh_namespace()
+    options = BootstrapOptions(namespace=namespace)
+    apply(engine, build_plan(engine, options), options)
+    python_only = ingest(engine, corpus_files, IngestOptions(namespace=namespace, dead_letter=str(tmp_path / "dl"),
+                                                             refresh=True))
+    assert python_only.native == 0
+    assert (python_only.indexed, python_only.skipped, python_only.dead_lettered) == \
+        (stats.indexed, stats.skipped, stats.dead_lettered)
+    assert _sources(engine, Names(namespace).stream) == _sources(engine, ingested_corpus)
