@@ -77,7 +77,10 @@ def version(
     console = Console(quiet)
 
     def body() -> None:
-        result: dict[str, Any] = {"kaudit_elk": __version__, "python": platform.python_version()}
+        from kaudit_elk import fastpath
+
+        result: dict[str, Any] = {"kaudit_elk": __version__, "python": platform.python_version(),
+                                  "native": fastpath.version()}
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config)
         explicit = url is not None or _env_has_url() or config is not None
         if explicit:
@@ -97,7 +100,8 @@ def version(
         if output is OutputFormat.json:
             console.json(result)
         else:
-            console.data(f"kaudit-elk {result['kaudit_elk']} (python {result['python']})")
+            native = f"native fast path {result['native']}" if result["native"] else "no native fast path"
+            console.data(f"kaudit-elk {result['kaudit_elk']} (python {result['python']}; {native})")
             if "engine" in result:
                 e = result["engine"]
                 caps = e["capabilities"]

@@ -35,6 +35,11 @@ def available() -> bool:
     return _native is not None and os.environ.get("KAUDIT_NATIVE", "1") != "0"
 
 
+def version() -> str | None:
+    """The native module's version when it is in use, else None (``kaudit-elk version`` shows it)."""
+    return _native.__version__ if available() else None
+
+
 def line_normalizer(options: NormalizeOptions) -> LineNormalizer | None:
     """A native ``line(text, ingested=None)`` for these options, or None when unavailable."""
     if not available():

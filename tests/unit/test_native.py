@@ -288,3 +288,15 @@ def test_random_mutations_match_python_or_are_declined() -> None:
             handled += 1
             assert got == python_result(text, options, ingested), text[:400]
     assert handled > 1000  # the mutations mostly stay within what the fast path takes
+
+
+def test_version_command_says_whether_the_fast_path_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from kaudit_elk.cli import app
+
+    on = CliRunner().invoke(app, ["version", "--output", "json"])
+    assert on.exit_code == 0 and json.loads(on.stdout)["native"] == fastpath.version() is not None
+    monkeypatch.setenv("KAUDIT_NATIVE", "0")
+    off = CliRunner().invoke(app, ["version"])
+    assert off.exit_code == 0 and "no native fast path" in off.stdout
