@@ -106,9 +106,36 @@ def _native(obj: Any) -> dict:
     return obj
 
 
+def _facts(envelope: dict) -> dict:
+    return {k: v for k, v in envelope.items() if v not in (None, "")}
+
+
 def _with_envelope(event: dict, envelope: dict) -> dict:
-    env = {k: v for k, v in envelope.items() if v not in (None, "")}
-    return {**event, ENVELOPE_KEY: env}
+    return {**event, ENVELOPE_KEY: _facts(envelope)}
+
+
+def split_envelope(obj: Any) -> tuple[str, dict[str, str]] | None:
+    """(the Event's JSON text, envelope facts) when ``obj`` is an AKS record or an EKS export whose
+    event is a JSON *string* with string facts; else None. ``decode(obj)`` is what this stands for:
+    the same dispatch, and the same facts that it attaches (the native fast path uses this)."""
+    if not isinstance(obj, dict):
+        return None
+    kind = obj.get("kind")
+    if kind is not None or any(k in obj for k in EVENT_MARKERS) or "protoPayload" in obj:
+        return None
+    if "properties" in obj or ("category" in obj and "operationName" in obj):
+        props = obj.get("properties")
+        inner, facts = (props.get("log") if isinstance(props, dict) else None), _facts(_aks_envelope(obj))
+    elif "records" in obj or "logEvents" in obj or obj.get("messageType") == "CONTROL_MESSAGE":
+        return None
+    else:
+        key = next((k for k in ("message", "@message") if isinstance(obj.get(k), (str, dict))), None)
+        if key is None:
+            return None
+        inner, facts = obj[key], _facts(_eks_envelope(obj))
+    if not isinstance(inner, str) or not all(isinstance(v, str) for v in facts.values()):
+        return None
+    return inner, facts
 
 
 def _parse_json_text(text: str | bytes, where: str) -> Any:
@@ -128,15 +155,18 @@ def _aks(rec: dict) -> dict:
         )
     if isinstance(log, str):
         log = _parse_json_text(log, "AKS properties.log")
+    return _with_envelope(_native(log), _aks_envelope(rec))
+
+
+def _aks_envelope(rec: dict) -> dict:
     resource_id = rec.get("resourceId")
-    envelope = {
+    return {
         "format": "aks",
         "provider": "azure",
         "cluster": _aks_cluster(resource_id),
         "resource_id": resource_id,
         "category": rec.get("category"),
     }
-    return _with_envelope(_native(log), envelope)
 
 
 def _aks_cluster(resource_id: Any) -> str | None:
@@ -159,15 +189,19 @@ def _eks_cluster(log_group: Any) -> str | None:
 def _eks_export(obj: dict, key: str) -> list[dict]:
     message = obj[key]
     inner = message if isinstance(message, dict) else _parse_json_text(message, f"CloudWatch {key}")
+    envelope = _eks_envelope(obj)
+    return [_with_envelope(ev, envelope) for ev in decode(inner)]
+
+
+def _eks_envelope(obj: dict) -> dict:
     log_group = obj.get("logGroup") or obj.get("@logGroup") or obj.get("log_group")
-    envelope = {
+    return {
         "format": "eks",
         "provider": "aws",
         "cluster": _eks_cluster(log_group),
         "log_group": log_group,
         "log_stream": obj.get("logStream") or obj.get("logStreamName") or obj.get("@logStream"),
     }
-    return [_with_envelope(ev, envelope) for ev in decode(inner)]
 
 
 def _cloudwatch_subscription(obj: dict) -> list[dict]:

@@ -6,7 +6,9 @@ the pure-Python path spends its time. It reproduces :func:`kaudit_elk.normalize.
 byte for byte (tests/unit/test_native.py holds the two together over the corpus and edge cases)
 and declines, returning None, for every line it does not reproduce exactly: envelopes, wrong
 types, floats, oversized bodies, unusual timestamps. Those lines take the Python path, which
-stays the reference and the one place where errors are worded.
+stays the reference and the one place where errors are worded. AKS records and EKS exports whose
+event is a JSON string are split here (:func:`envelopes.split_envelope`) and their event text goes
+to the native path with the envelope's facts.
 
 ``KAUDIT_NATIVE=0`` turns the fast path off; without the module everything works the same, slower.
 """
@@ -16,13 +18,16 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional, Union
 
+import orjson
+
 from kaudit_elk import envelopes
 from kaudit_elk import fieldspec as fs
 from kaudit_elk.normalize import NormalizeOptions
 
-#: ``line(text, ingested)`` -> None (use Python) | () (stage filtered out) | (doc_id, @timestamp, doc bytes)
+#: ``line(text, ingested, envelope)`` -> None (use Python) | () (stage filtered out) |
+#: (doc_id or None, @timestamp, document bytes)
 LineResult = Union[None, tuple]
-LineNormalizer = Callable[[bytes, Optional[str]], LineResult]
+LineNormalizer = Callable[..., LineResult]
 
 try:  # pragma: no cover - depends on the installation
     import kaudit_elk_native as _native
@@ -63,3 +68,18 @@ def line_normalizer(options: NormalizeOptions) -> LineNormalizer | None:
         pod_markers=list(fs.POD_SPEC_MARKERS),
     )
     return normalizer.line
+
+
+def enveloped(line: LineNormalizer, text: bytes, ingested: str | None = None) -> LineResult:
+    """The fast path for an AKS/EKS envelope line that ``line`` declined: split it here, normalize the
+    event text natively with the envelope's facts. None when it is not such a line (or is declined)."""
+    if b'"properties"' not in text and b'essage"' not in text:  # cheap: neither AKS nor EKS
+        return None
+    try:
+        split = envelopes.split_envelope(orjson.loads(text))
+    except orjson.JSONDecodeError:
+        return None
+    if split is None:
+        return None
+    inner, facts = split
+    return line(inner.encode(), ingested, list(facts.items()))

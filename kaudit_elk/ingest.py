@@ -188,7 +188,10 @@ class Ingester:
         filtered out, (doc_id, @timestamp, document bytes), or None to decode it in Python."""
         if self.native is None:
             return None
-        result = self.native(text, self._now)
+        now = self._now
+        result = self.native(text, now)
+        if result is None:
+            result = fastpath.enveloped(self.native, text, now)
         if result and result[0] is None:
             return None  # no auditID: the id is a digest of the decoded event (Python path)
         return result

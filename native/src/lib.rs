@@ -71,12 +71,13 @@ impl Normalizer {
     }
 
     /// None: use the Python path; (): the stage is filtered out; else (doc_id or None, @timestamp, doc bytes).
-    #[pyo3(signature = (text, ingested=None))]
-    fn line(&self, py: Python<'_>, text: &[u8], ingested: Option<&str>) -> PyObject {
+    /// `envelope`: (key, value) facts of an AKS/EKS envelope whose event `text` is.
+    #[pyo3(signature = (text, ingested=None, envelope=None))]
+    fn line(&self, py: Python<'_>, text: &[u8], ingested: Option<&str>, envelope: Option<Vec<(String, String)>>) -> PyObject {
         let cfg = &self.cfg;
         let result = py.allow_threads(|| {
             let event = json::parse(text).ok()?;
-            normalize::normalize(cfg, &event, text.len(), ingested).ok()
+            normalize::normalize(cfg, &event, text.len(), ingested, envelope.as_deref()).ok()
         });
         match result {
             None => py.None(),

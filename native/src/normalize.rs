@@ -554,7 +554,16 @@ fn rbac_fields<'v, 'a>(bodies: &[&'v V<'a>]) -> R<Option<O<'v, 'a>>> {
 // ---- the document ---------------------------------------------------------------------------
 
 /// Normalize one parsed Event. `ingested` (ingest time) is stamped as `event.ingested`.
-pub fn normalize(cfg: &Config, event: &V<'_>, line_len: usize, ingested: Option<&str>) -> R<Outcome> {
+///
+/// `envelope`: the facts an AKS/EKS envelope attached (``envelopes.split_envelope``), in order:
+/// `cluster` names the cluster, `provider` becomes `cloud.provider`, the rest `kaudit.envelope.*`.
+pub fn normalize(
+    cfg: &Config,
+    event: &V<'_>,
+    line_len: usize,
+    ingested: Option<&str>,
+    envelope: Option<&[(String, String)]>,
+) -> R<Outcome> {
     let pairs = match event {
         V::Obj(pairs, _) => pairs,
         _ => return Err(Fallback),
@@ -879,7 +888,11 @@ pub fn normalize(cfg: &Config, event: &V<'_>, line_len: usize, ingested: Option<
     {
         let orch = obj_mut(&mut doc[op].1);
         orch.push((Cow::Borrowed("type"), O::S(Cow::Borrowed("kubernetes"))));
-        orch.push((Cow::Borrowed("cluster"), O::Obj(vec![(Cow::Borrowed("name"), O::S(Cow::Borrowed(&cfg.cluster)))])));
+        let cluster = envelope
+            .and_then(|env| env.iter().find(|(k, v)| k == "cluster" && !v.is_empty()))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(&cfg.cluster);
+        orch.push((Cow::Borrowed("cluster"), O::Obj(vec![(Cow::Borrowed("name"), O::S(Cow::Borrowed(cluster)))])));
         if let Some(r) = oref {
             let api = r.get("apiVersion");
             if api.map(V::truthy).unwrap_or(false) {
@@ -964,6 +977,21 @@ pub fn normalize(cfg: &Config, event: &V<'_>, line_len: usize, ingested: Option<
             } else if let Some(b) = body {
                 replaced.push((key, b));
             }
+        }
+    }
+    if let Some(env) = envelope.filter(|e| !e.is_empty()) {
+        if let Some((_, provider)) = env.iter().find(|(k, _)| k == "provider") {
+            if !provider.is_empty() {
+                doc.push((Cow::Borrowed("cloud"), O::Obj(vec![(Cow::Borrowed("provider"), O::S(Cow::Borrowed(provider)))])));
+            }
+        }
+        let facts: Vec<(Cow<str>, O)> = env
+            .iter()
+            .filter(|(k, _)| k != "provider" && k != "cluster")
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), O::S(Cow::Borrowed(v.as_str()))))
+            .collect();
+        if !facts.is_empty() {
+            kaudit.push((Cow::Borrowed("envelope"), O::Obj(facts)));
         }
     }
     if !kaudit.is_empty() {

@@ -300,3 +300,49 @@ def test_version_command_says_whether_the_fast_path_is_used(monkeypatch: pytest.
     monkeypatch.setenv("KAUDIT_NATIVE", "0")
     off = CliRunner().invoke(app, ["version"])
     assert off.exit_code == 0 and "no native fast path" in off.stdout
+
+
+_INNER = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": "env-1", "stage": "ResponseComplete",
+          "verb": "get", "requestReceivedTimestamp": "2026-01-01T00:00:00.000001Z", "user": {"username": "u"}}
+_ENVELOPES = [
+    ("AKS record", {"category": "kube-audit", "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+                    "resourceId": "/SUBSCRIPTIONS/S/RESOURCEGROUPS/G/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/Prod-1",
+                    "properties": {"log": json.dumps(_INNER)}}, True),
+    ("EKS export", {"@timestamp": "2026-01-01 00:00:00.000", "@logStream": "kube-apiserver-audit-abc",
+                    "@log": "123:/aws/eks/prod-2/cluster", "logGroup": "/aws/eks/prod-2/cluster",
+                    "@message": json.dumps(_INNER)}, True),
+    ("EKS export, event as an object", {"logGroup": "/aws/eks/prod-2/cluster", "message": _INNER}, False),
+    ("EKS export holding an EventList", {"logGroup": "/aws/eks/x/cluster",
+                                         "message": json.dumps({"kind": "EventList", "items": [_INNER]})}, False),
+    ("AKS record with a non-string fact", {"category": "kube-audit", "operationName": "x", "resourceId": 7,
+                                           "properties": {"log": json.dumps(_INNER)}}, False),
+    ("GKE entry", {"protoPayload": {"methodName": "io.k8s.core.v1.pods.get"}, "insertId": "g"}, False),
+]
+
+
+@pytest.mark.parametrize("case, record, fast", _ENVELOPES, ids=[e[0] for e in _ENVELOPES])
+def test_aks_and_eks_envelopes_take_the_fast_path_with_their_facts(case: str, record: dict, fast: bool) -> None:
+    text = orjson.dumps(record)
+    for options in OPTION_SETS:
+        line = fastpath.line_normalizer(options)
+        assert line(text, INGESTED) is None  # the line itself is an envelope
+        got = fastpath.enveloped(line, text, INGESTED)  # type: ignore[arg-type]
+        assert (got is not None) == fast, case
+        if got is not None:
+            assert got == python_result(text, options, INGESTED)
+            doc = orjson.loads(got[2])
+            assert doc["cloud"]["provider"] in ("azure", "aws") and doc["orchestrator"]["cluster"]["name"].startswith("prod-")
+
+
+def test_corpus_envelope_lines_match_python() -> None:
+    handled = 0
+    for options in OPTION_SETS:
+        line = fastpath.line_normalizer(options)
+        for text in corpus_lines():
+            for ingested in (None, INGESTED):
+                if line(text, ingested) is None:
+                    got = fastpath.enveloped(line, text, ingested)  # type: ignore[arg-type]
+                    if got is not None:
+                        handled += 1
+                        assert got == python_result(text, options, ingested), text[:300]
+    assert handled >= 100  # the corpus's AKS and EKS lines with a string event
