@@ -26,6 +26,7 @@ from kaudit_elk.fieldspec import ENVELOPE_KEY
 
 #: Fields whose presence marks an object without ``kind`` as an audit Event.
 EVENT_MARKERS = ("auditID", "verb", "requestURI", "stage", "level", "objectRef", "requestReceivedTimestamp")
+_EVENT_MARKER_SET = frozenset(EVENT_MARKERS)
 
 #: gRPC status codes (Cloud Audit Logs ``status.code``) -> HTTP status.
 GRPC_TO_HTTP: dict[int, int] = {
@@ -118,23 +119,26 @@ def split_envelope(obj: Any) -> tuple[str, dict[str, str]] | None:
     """(the Event's JSON text, envelope facts) when ``obj`` is an AKS record or an EKS export whose
     event is a JSON *string* with string facts; else None. ``decode(obj)`` is what this stands for:
     the same dispatch, and the same facts that it attaches (the native fast path uses this)."""
-    if not isinstance(obj, dict):
-        return None
-    kind = obj.get("kind")
-    if kind is not None or any(k in obj for k in EVENT_MARKERS) or "protoPayload" in obj:
-        return None
+    if type(obj) is not dict or "kind" in obj or "protoPayload" in obj or not _EVENT_MARKER_SET.isdisjoint(obj):
+        return None  # ("kind": null is decode's error to report; the Python path reports it)
     if "properties" in obj or ("category" in obj and "operationName" in obj):
         props = obj.get("properties")
-        inner, facts = (props.get("log") if isinstance(props, dict) else None), _facts(_aks_envelope(obj))
+        inner = props.get("log") if type(props) is dict else None
+        if type(inner) is not str:
+            return None
+        facts = _facts(_aks_envelope(obj))
     elif "records" in obj or "logEvents" in obj or obj.get("messageType") == "CONTROL_MESSAGE":
         return None
     else:
-        key = next((k for k in ("message", "@message") if isinstance(obj.get(k), (str, dict))), None)
-        if key is None:
+        inner = obj.get("message")
+        if not isinstance(inner, (str, dict)):
+            inner = obj.get("@message")
+        if type(inner) is not str:
             return None
-        inner, facts = obj[key], _facts(_eks_envelope(obj))
-    if not isinstance(inner, str) or not all(isinstance(v, str) for v in facts.values()):
-        return None
+        facts = _facts(_eks_envelope(obj))
+    for value in facts.values():
+        if type(value) is not str:
+            return None
     return inner, facts
 
 
