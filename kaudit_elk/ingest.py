@@ -210,26 +210,30 @@ class Ingester:
         if record.error is not None or record.event is None:
             self._dead(record, record.error or "no event")
             return None
-        key = event_key(record.event)  # before normalize, which consumes envelope facts
         try:
+            key = event_key(record.event)  # before normalize, which consumes envelope facts
             doc = normalize(record.event, self.norm)
+            if doc is None:
+                with self._lock:
+                    self.stats.skipped += 1
+                return None
+            now = self._now
+            doc.setdefault("event", {})["ingested"] = now
+            if "@timestamp" not in doc:
+                # No timestamp anywhere in the event: index it at ingest time rather than lose it.
+                doc["@timestamp"] = now
+                doc.setdefault("tags", []).append("kaudit_timestamp_missing")
+            source = orjson.dumps(doc)
         except NormalizeError as exc:
             self._dead(record, f"invalid event: {exc}")
             return None
-        if doc is None:
-            with self._lock:
-                self.stats.skipped += 1
+        except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (about 250 levels)
+            self._dead(record, f"invalid event: cannot be written as a document: {exc}")
             return None
-        now = self._now
-        doc.setdefault("event", {})["ingested"] = now
-        if "@timestamp" not in doc:
-            # No timestamp anywhere in the event: index it at ingest time rather than lose it.
-            doc["@timestamp"] = now
-            doc.setdefault("tags", []).append("kaudit_timestamp_missing")
         audit = doc.get("kubernetes", {}).get("audit", {})
         _id = doc_id(self.options.cluster, key, str(audit.get("stage", "")))
         action = orjson.dumps({"create": {"_index": self.stream, "_id": _id}})
-        return _Item(record, _id, doc["@timestamp"], action, orjson.dumps(doc))
+        return _Item(record, _id, doc["@timestamp"], action, source)
 
     def _dead(self, record: Record, reason: str) -> None:
         self.dead.write(record, reason)

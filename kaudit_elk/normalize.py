@@ -191,7 +191,11 @@ def normalize(event: dict, options: NormalizeOptions = DEFAULT) -> dict | None:
         if received is not None:
             end, end_us = _parse_ts(stage_ts, "stageTimestamp")
             ev["end"] = end
-            ev["duration"] = (end_us - start_us) * 1000
+            duration = (end_us - start_us) * 1000
+            if not -_I64 <= duration < _I64:
+                raise NormalizeError("fields 'requestReceivedTimestamp' and 'stageTimestamp' are over 292 years "
+                                     "apart (event.duration must fit in 64 bits)")
+            ev["duration"] = duration
         else:  # start came from stageTimestamp
             ev["end"] = start
 
@@ -320,6 +324,7 @@ _VERB_TYPES = fs.VERB_TYPES
 _SERVICE_RESOURCES = fs.SERVICE_RESOURCES
 _POD_MARKERS = frozenset(fs.POD_SPEC_MARKERS)
 _EMPTY: dict = {}
+_I64 = 1 << 63
 _UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 

@@ -62,7 +62,11 @@ class _Receiver:
             return 400, {"error": reason}
         records = []
         for i, event in enumerate(events):
-            raw = orjson.dumps(event)
+            try:
+                raw = orjson.dumps(event)
+            except orjson.JSONEncodeError:  # too deeply nested to write back: keep the batch as evidence
+                records.append(Record(f"webhook:{peer}", i + 1, body, event, None))
+                continue
             prepared = self.ingester.prepare(raw)  # the native fast path, when installed
             if prepared is not None:
                 records.append(Record(f"webhook:{peer}", i + 1, raw, None, None, 0, prepared))

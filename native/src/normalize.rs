@@ -157,11 +157,12 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
+/// The value of a short all-ASCII-digit field (callers pass at most 6 digits; longer ones saturate).
 fn digits(s: &[u8]) -> Option<i64> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(s.iter().fold(0i64, |acc, d| acc * 10 + (d - b'0') as i64))
+    Some(s.iter().fold(0i64, |acc, d| acc.saturating_mul(10).saturating_add((d - b'0') as i64)))
 }
 
 /// `_parse_ts`'s fast forms: `YYYY-MM-DD[T ]HH:MM:SS[.f+][Z]` -> (canonical string, epoch µs).
@@ -798,7 +799,9 @@ pub fn normalize(
         if received.is_some() {
             let (end, end_us) = parse_ts(st)?;
             ev.push((Cow::Borrowed("end"), O::S(Cow::Owned(end))));
-            ev.push((Cow::Borrowed("duration"), O::I((end_us - start_us) * 1000)));
+            // over 292 years apart: NormalizeError on the Python path
+            let duration = (end_us - start_us).checked_mul(1000).ok_or(Fallback)?;
+            ev.push((Cow::Borrowed("duration"), O::I(duration)));
         } else if let Some(s) = &start {
             ev.push((Cow::Borrowed("end"), O::S(Cow::Owned(s.clone()))));
         }

@@ -169,16 +169,25 @@ def test_bad_input_is_dead_lettered_with_reasons_and_good_lines_indexed(
     huge = dict(good[0], auditID="huge-1", requestObject={"kind": "ConfigMap", "data": {
         f"k{i}": "x" * 5000 for i in range(100)}})
     wrong_type = dict(good[0], auditID="wrong-1", verb=42)
+    deep: Any = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    too_deep = dict(good[0], auditID="deep-1", requestObject={"data": deep})  # past what orjson writes
+    centuries = dict(good[0], auditID="old-1", requestReceivedTimestamp="1700-01-01T00:00:00.000000Z",
+                     stageTimestamp="2200-01-01T00:00:00.000000Z")  # event.duration beyond 64 bits
     lines = [json.dumps(good[0]).encode(), b"{not json", b"\x00\xff\xfe binary \x89PNG",
-             json.dumps(good[1]).encode()[:40], json.dumps(wrong_type).encode(), json.dumps(huge).encode()]
+             json.dumps(good[1]).encode()[:40], json.dumps(wrong_type).encode(), json.dumps(huge).encode(),
+             json.dumps(too_deep).encode(), json.dumps(centuries).encode()]
     lines += [json.dumps(e).encode() for e in good[1:]]
     path = tmp_path / "mixed.log"
     path.write_bytes(b"\n".join(lines) + b"\n")
     dead = tmp_path / "dead.ndjson"
     stats = ingest(engine, [str(path)], IngestOptions(namespace=namespace, dead_letter=str(dead), refresh=True))
-    assert (stats.indexed, stats.dead_lettered) == (6, 4)  # 5 good + the huge one, truncated
+    assert (stats.indexed, stats.dead_lettered) == (6, 6)  # 5 good + the huge one, truncated
     entries = [json.loads(x) for x in dead.read_text().splitlines()]
-    assert sorted(e["line"] for e in entries) == [2, 3, 4, 5]
+    assert sorted(e["line"] for e in entries) == [2, 3, 4, 5, 7, 8]
+    reasons = {e["line"]: e["reason"] for e in entries}
+    assert "cannot be written as a document" in reasons[7] and "292 years" in reasons[8]
     assert all(e["source"] == str(path) and e["reason"] for e in entries)
     assert any("verb" in e["reason"] for e in entries)
     assert any("raw_base64" in e for e in entries)  # binary garbage kept byte-exact

@@ -171,6 +171,8 @@ def test_ingest_stamp_and_id_follow_the_python_rules() -> None:
     ("non-ASCII digits in an IP", '{"kind":"Event","auditID":"x","stageTimestamp":"2026-01-01T00:00:00Z","sourceIPs":["١.2.3.4"]}'.encode()),
     ("annotation keys collide when dedotted", b'{"kind":"Event","auditID":"x","stageTimestamp":"2026-01-01T00:00:00Z","annotations":{"a.b":"1","a_b":"2"}}'),
     ("a string leaf over the value limit", b'{"kind":"Event","auditID":"x","stageTimestamp":"2026-01-01T00:00:00Z","requestObject":{"data":"' + b"A" * 9000 + b'"}}'),
+    ("event.duration beyond 64 bits", b'{"kind":"Event","auditID":"x","requestReceivedTimestamp":"1900-01-01T00:00:00Z","stageTimestamp":"2200-01-01T00:00:00Z"}'),
+    ("nested deeper than documents go", b'{"kind":"Event","auditID":"x","stageTimestamp":"2026-01-01T00:00:00Z","x":' + b"[" * 251 + b"]" * 251 + b"}"),
     ("invalid JSON", b'{"kind":"Event",'),
     ("not UTF-8", b'{"kind":"Event","auditID":"\xff"}'),
 ])

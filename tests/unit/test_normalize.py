@@ -179,6 +179,7 @@ def test_doc_id_is_deterministic_and_distinguishes_inputs():
         ({"sourceIPs": "1.2.3.4"}, "'sourceIPs' must be list"),
         ({"responseStatus": {"code": "200"}}, "responseStatus.code"),
         ({"user": "alice"}, "'user' must be dict"),
+        ({"requestReceivedTimestamp": "1700-01-01T00:00:00Z", "stageTimestamp": "2200-01-01T00:00:00Z"}, "292 years"),
     ],
 )
 def test_wrong_types_raise_normalize_error_with_reason(patch, reason):
