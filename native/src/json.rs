@@ -26,7 +26,7 @@ impl<'a> V<'a> {
     #[inline]
     pub fn get(&self, key: &str) -> Option<&V<'a>> {
         match self {
-            V::Obj(pairs, _) => match pairs.iter().find(|(k, _)| k == key) {
+            V::Obj(pairs, _) => match pairs.iter().find(|(k, _)| same_key(k, key)) {
                 Some((_, V::Null)) | None => None,
                 Some((_, v)) => Some(v),
             },
@@ -307,7 +307,7 @@ impl<'a> Reader<'a> {
 
     fn object(&mut self) -> Result<V<'a>, ()> {
         let (start, outer) = self.enter()?;
-        let mut pairs: Vec<(Cow<'a, str>, V<'a>)> = Vec::new();
+        let mut pairs: Vec<(Cow<'a, str>, V<'a>)> = Vec::with_capacity(8);
         self.ws();
         if self.s.get(self.i) == Some(&b'}') {
             self.i += 1;
@@ -342,10 +342,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// `a == b`, rejecting most unequal keys on length and first byte before comparing bytes.
+#[inline(always)]
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
+
 fn has_duplicates(pairs: &[(Cow<'_, str>, V<'_>)]) -> bool {
-    if pairs.len() <= 16 {
+    if pairs.len() <= 32 {
         for (i, (k, _)) in pairs.iter().enumerate() {
-            if pairs[..i].iter().any(|(other, _)| other == k) {
+            if pairs[..i].iter().any(|(other, _)| same_key(other, k)) {
                 return true;
             }
         }
