@@ -451,6 +451,15 @@ def _learn_ip(text: str) -> bool:
     return good
 
 
+def client_ip(ips: Any) -> str | None:
+    """The ``source.ip`` of an event with these ``sourceIPs``: the first entry that is an IP."""
+    if isinstance(ips, list):
+        for ip in ips:
+            if _is_ip(ip):
+                return ip
+    return None
+
+
 def _is_ip(text: Any) -> bool:
     """Cheap check that ES/OpenSearch will accept ``text`` as an ``ip`` (same rule in painless)."""
     if not isinstance(text, str) or not text or len(text) > 45:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import orjson
 
+from kaudit_elk.normalize import client_ip
+
 
 if TYPE_CHECKING:
     from kaudit_elk.rules.loader import PackRule
@@ -101,9 +103,9 @@ def single_alert(rule: "PackRule", event: Mapping[str, Any], t: float | None) ->
     user = event.get("user")
     if isinstance(user, dict) and user.get("username") is not None:
         alert["user"] = {"name": user["username"]}
-    ips = event.get("sourceIPs")
-    if isinstance(ips, list) and ips:
-        alert["source"] = {"ip": ips[0]}
+    ip = client_ip(event.get("sourceIPs"))  # as source.ip in the event's document: the first valid IP
+    if ip is not None:
+        alert["source"] = {"ip": ip}
     ua = event.get("userAgent")
     if ua:
         alert["user_agent"] = {"original": ua}
@@ -153,9 +155,11 @@ def group_alert(rule: "PackRule", group: Mapping[str, Any], evidence: Sequence[t
         "threat": {"technique": {"id": rule.attack}},
         "event": {"kind": "alert"},
     }
-    for field, target in (("user.username", "user"), ("sourceIPs", "source")):
-        if group.get(field) is not None:
-            alert[target] = {"name" if target == "user" else "ip": group[field]}
+    if group.get("user.username") is not None:
+        alert["user"] = {"name": group["user.username"]}
+    ip = client_ip([group.get("sourceIPs")])  # only a valid IP goes in the alert's source.ip
+    if ip is not None:
+        alert["source"] = {"ip": ip}
     if group.get("objectRef.namespace") is not None:
         alert["orchestrator"] = {"type": "kubernetes", "namespace": group["objectRef.namespace"]}
     return alert

@@ -8,6 +8,7 @@ state is cleared: one alert per correlation window per group.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -15,6 +16,7 @@ from typing import Any, Callable, Mapping
 from sigma.correlations import SigmaCorrelationConditionOperator as Op
 from sigma.correlations import SigmaCorrelationRule, SigmaCorrelationType
 
+from kaudit_elk.normalize import client_ip
 from kaudit_elk.rules.alerts import Alert, group_alert
 from kaudit_elk.rules.evaluator import field_getter
 from kaudit_elk.rules.loader import PackRule
@@ -184,14 +186,38 @@ class Correlator:
         return out
 
 
+def ip_term(text: str) -> str:
+    """An IP as the engines print ``ip`` field values (IPv4 dotted, IPv6 RFC 5952, IPv4-mapped as IPv4),
+    so that terms seen locally and terms read from an aggregation compare equal."""
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return text.lower()
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return addr.compressed
+
+
+_source_ips = field_getter("sourceIPs")
+
+
+def _client_ip_getter(event: Any) -> list[Any]:
+    ip = client_ip(list(_source_ips(event)))
+    return [] if ip is None else [ip_term(ip)]
+
+
 class NewTermsTracker:
-    """kaudit new-terms: a match alerts only if its term tuple was not seen in the history window before."""
+    """kaudit new-terms: a match alerts only if its term tuple was not seen in the history window before.
+
+    The term of ``sourceIPs`` is the client address, the first entry that is an IP (``source.ip`` in
+    the index, which lets ``detect`` read the history from an aggregation instead of documents).
+    """
 
     def __init__(self, rule: PackRule) -> None:
         assert rule.new_terms is not None
         self.rule = rule
         self.history = float(rule.new_terms.history)
-        self._getters = [field_getter(f) for f in rule.new_terms.fields]
+        self._getters = [_client_ip_getter if f == "sourceIPs" else field_getter(f) for f in rule.new_terms.fields]
         self.seen: dict[tuple, float] = {}
 
     def terms(self, event: Mapping[str, Any]) -> tuple | None:

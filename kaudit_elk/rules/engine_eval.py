@@ -10,8 +10,9 @@ Windows: alerts are returned only when their evidence ends in ``[start, end)``. 
 ``start`` (the lookback) only rebuild correlation state; by default the lookback reaches back to a
 quiet point (no base-rule match for a whole correlation timespan), where every correlation's state
 is provably empty, capped at ``max_lookback``. New-terms history is primed from the engine over
-``[start - history, start)`` (a composite aggregation, or the matching documents when a term field
-is multi-valued or the rule needs client-side checking).
+``[start - history, start)`` (a composite aggregation — ``sourceIPs`` through ``source.ip``, the term
+the tracker uses — or the matching documents when a term field is multi-valued or the rule needs
+client-side checking).
 """
 
 from __future__ import annotations
@@ -283,9 +284,18 @@ def correlation_lookback(engine: "Engine", index: str, pack: RulePack, compiled:
     return back
 
 
+#: New-terms fields whose term is a single-valued document field of its own (the tracker's rule).
+_TERM_FIELDS = {"sourceIPs": "source.ip"}
+
+
+def _agg_field(field: str) -> str:
+    return _TERM_FIELDS.get(field) or doc_field(field)
+
+
 def _terms_agg_ok(rule: PackRule, compiled: CompiledRule) -> bool:
     fields = rule.new_terms.fields if rule.new_terms else ()
-    return compiled.exact and all(f not in MULTI_VALUED and field_kind(f) == "keyword" for f in fields)
+    return compiled.exact and all(
+        f in _TERM_FIELDS or (f not in MULTI_VALUED and field_kind(f) == "keyword") for f in fields)
 
 
 def prime_new_terms(engine: "Engine", index: str, runner: Runner, compiled: Mapping[str, CompiledRule],
@@ -306,7 +316,7 @@ def prime_new_terms(engine: "Engine", index: str, runner: Runner, compiled: Mapp
             after = None
             while True:
                 comp: dict[str, Any] = {"size": page_size,
-                                        "sources": [{str(i): {"terms": {"field": doc_field(f)}}}
+                                        "sources": [{str(i): {"terms": {"field": _agg_field(f)}}}
                                                     for i, f in enumerate(fields)]}
                 if after is not None:
                     comp["after"] = after

@@ -391,3 +391,47 @@ def test_events_without_timestamps_alert_alike_at_ingest_time(engine, ingested_c
         return {a["kaudit"]["alert"]["id"] for a in alerts if a["rule"]["kind"] == "single"}
 
     assert singles(got) == singles(expected) and len(singles(expected)) > 50
+
+
+def test_new_terms_on_source_ips_are_primed_from_an_aggregation(engine, tmp_path, fresh_namespace):
+    """A sourceIPs new-terms rule reads its history with a composite aggregation on ``source.ip`` (not
+    every document) and agrees with scan: the client address is the first entry that is an IP, and its
+    IPv6 spellings are one term."""
+    import shutil
+
+    from kaudit_elk.rules.engine_eval import _terms_agg_ok
+    from kaudit_elk.scan import scan_events
+    from kaudit_elk.templates import Names
+
+    rule_dir = tmp_path / "rules"
+    rule_dir.mkdir()
+    shutil.copy(default_pack_dir() / "credentials" / "secret-read-new-client.yml", rule_dir)
+    pack = load_rules([rule_dir])
+    (rule,) = pack.single
+    assert _terms_agg_ok(rule, compile_rule_query(rule, QueryTarget.for_engine(engine), pack.placeholders))
+    window = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+
+    def read(aid: str, ips: list[str], at: datetime) -> dict:
+        ts = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": aid, "stage": "ResponseComplete",
+                "verb": "get", "requestURI": "/api/v1/namespaces/p/secrets/s", "userAgent": "curl/8.5",
+                "objectRef": {"resource": "secrets", "namespace": "p", "name": "s", "apiVersion": "v1"},
+                "user": {"username": "alice"}, "sourceIPs": ips, "responseStatus": {"code": 200},
+                "requestReceivedTimestamp": ts, "stageTimestamp": ts}
+
+    events = [
+        read("h1", ["not-an-ip", "2001:DB8:0:0::1"], window - timedelta(days=2)),  # history
+        read("h2", ["::ffff:10.1.1.1"], window - timedelta(days=1)),
+        read("w1", ["2001:db8::1"], window + timedelta(seconds=10)),  # known client, other spelling
+        read("w2", ["10.1.1.1", "192.168.0.9"], window + timedelta(seconds=20)),  # known (IPv4-mapped before)
+        read("w3", ["10.9.9.9"], window + timedelta(seconds=30)),  # new
+    ]
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    stats = ingest(engine, [str(path)], IngestOptions(namespace=fresh_namespace, dead_letter=None, refresh=True))
+    assert stats.indexed == len(events)
+    alerts = engine_alerts(engine, Names(fresh_namespace).stream, pack, window, window + timedelta(minutes=5))
+    local = [a for a in scan_events(events, pack) if a["@timestamp"] >= window.strftime("%Y-%m-%dT%H:%M:%S")]
+    assert sorted(a["kaudit"]["alert"]["id"] for a in alerts) == sorted(a["kaudit"]["alert"]["id"] for a in local)
+    assert [a["kaudit"]["alert"]["audit_ids"] for a in alerts] == [["w3"]]
+    assert alerts[0]["kaudit"]["alert"]["new_terms"]["sourceIPs"] == "10.9.9.9"
