@@ -1,12 +1,14 @@
 """One full ``detect`` run over a busy index: seconds per run and memory, and whether the cost grows
 with the events stored *outside* the searched window (it must not).
 
-    python bench/bench_detect.py [--url http://127.0.0.1:9200] [--events 1000000]
+    python bench/bench_detect.py [--url http://127.0.0.1:9200] [--events 1000000] [--repeat 3]
 
 Builds one data stream holding the sample audit log (519 events, shifted into the last hour)
 plus ``--events`` background events from the days before. Baseline: a detect run on a stream that
 holds only the sample. Workload: the same run on the big stream. ratio = baseline / workload
 (1.0 = the stored history costs nothing). Also prints the run's peak Python memory (tracemalloc).
+Each case runs ``--repeat`` times, interleaved, from a reset detect state (no positions, no alerts);
+the best time counts.
 """
 
 from __future__ import annotations
@@ -70,6 +72,16 @@ def load_background(engine, stream: str, n: int, before: datetime, span_days: fl
     engine.request("POST", f"/{stream}/_refresh")
 
 
+def reset(engine, namespace: str) -> None:
+    """Forget every position and alert of ``namespace`` (the state and alerts indices are deleted and
+    bootstrapped again; the test engines have no _delete_by_query): the next run starts from scratch."""
+    names = Names(namespace)
+    for index in (names.state_index, names.alerts_index):
+        engine.request("DELETE", f"/{index}", ignore=(404,))
+    opts = BootstrapOptions(namespace=namespace, pipeline=False)
+    apply(engine, build_plan(engine, opts), opts)
+
+
 def one_run(engine, pack, namespace: str) -> tuple[float, int, int]:
     opts = DetectOptions(namespace=namespace, initial_lookback=timedelta(hours=1), max_step=timedelta(hours=1),
                          delay=timedelta(0), min_severity="low")
@@ -86,6 +98,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="http://127.0.0.1:9200")
     ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     engine = connect(Settings(url=args.url, timeout=300))
     pack = load_rules([default_pack_dir()])
@@ -97,9 +110,9 @@ def main() -> None:
     # history: inside the new-terms history window, which detect must read to know what is new.
     cases = (("empty", 0, now, 0), ("old", args.events, now - timedelta(days=11), 30),
              ("history", args.events, now - timedelta(hours=2), 7))
-    runs = {}
+    namespaces = {}
     for label, background, before, span_days in cases:
-        ns = f"bdet{uuid.uuid4().hex[:8]}"
+        ns = namespaces[label] = f"bdet{uuid.uuid4().hex[:8]}"
         opts = BootstrapOptions(namespace=ns, pipeline=False)
         apply(engine, build_plan(engine, opts), opts)
         ingest(engine, [str(tmp)], IngestOptions(namespace=ns, dead_letter=None, refresh=True))
@@ -107,7 +120,13 @@ def main() -> None:
         if background:
             load_background(engine, Names(ns).stream, background, before, span_days)
             print(f"{label}: loaded {background:,} background events in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-        runs[label] = one_run(engine, pack, ns)
+    runs: dict[str, tuple[float, int, int]] = {}
+    for _ in range(max(1, args.repeat)):
+        for label, ns in namespaces.items():
+            reset(engine, ns)
+            run = one_run(engine, pack, ns)
+            if label not in runs or run[0] < runs[label][0]:
+                runs[label] = run
     bs, bmem, balerts = runs["empty"]
     results = []
     for label, what in (("old", "older than every look-back"), ("history", "inside the new-terms history (last 7 days)")):
