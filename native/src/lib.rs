@@ -6,8 +6,10 @@
 //! (envelopes, wrong types, floats, oversized bodies, odd timestamps, ...): the caller then
 //! takes the Python path, which stays the reference and the one place errors are worded.
 
+mod fields;
 pub mod json;
 pub mod normalize;
+mod timestamp;
 
 use pyo3::prelude::*;
 
