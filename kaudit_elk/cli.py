@@ -227,7 +227,10 @@ def ingest(
     output: OutputOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
-    """Normalize audit events and index them (exactly once per auditID and stage); bad lines are dead-lettered."""
+    """Normalize audit events and index them (exactly once per auditID and stage); bad lines are dead-lettered.
+
+    Uses the native fast path when it is installed (see `kaudit-elk version`; KAUDIT_NATIVE=0 turns it off).
+    """
     console = Console(quiet)
 
     def body() -> None:
