@@ -57,29 +57,54 @@ def decode(obj: Any) -> list[dict]:
         return out
     if not isinstance(obj, dict):
         raise EnvelopeError(f"expected a JSON object, got {_kind_of(obj)}")
-    kind = obj.get("kind")
-    if kind == "EventList":
+    shape = _shape(obj)
+    if shape == "eventlist":
         return [_native(i) for i in _list(obj, "items")]
-    if kind == "Event" or (kind is None and any(k in obj for k in EVENT_MARKERS)):
+    if shape == "event":
         return [_native(obj)]
-    if "protoPayload" in obj:
+    if shape == "gke":
         return [_gke(obj)]
-    if "properties" in obj or ("category" in obj and "operationName" in obj):
+    if shape == "aks":
         return [_aks(obj)]
-    if "records" in obj:
+    if shape == "records":
         out = []
         for rec in _list(obj, "records"):
             out.extend(decode(rec))
         return out
-    if "logEvents" in obj or obj.get("messageType") == "CONTROL_MESSAGE":
+    if shape == "cloudwatch":
         return _cloudwatch_subscription(obj)
-    for key in ("message", "@message"):
-        if isinstance(obj.get(key), (str, dict)):
-            return _eks_export(obj, key)
+    if shape in _MESSAGE_KEYS:
+        return _eks_export(obj, shape)
+    kind = obj.get("kind")
     if kind is not None:
         raise EnvelopeError(f"not an audit event: kind {kind!r}")
     keys = ", ".join(sorted(map(str, obj))[:6]) or "none"
     raise EnvelopeError(f"not an audit event: unrecognised object (keys: {keys})")
+
+
+_MESSAGE_KEYS = ("message", "@message")
+
+
+def _shape(obj: dict) -> str:
+    """Which reader an object goes to: "eventlist", "event", "gke", "aks", "records", "cloudwatch",
+    the key of an EKS export's event ("message" or "@message"), or "unknown"."""
+    kind = obj.get("kind")
+    if kind == "EventList":
+        return "eventlist"
+    if kind == "Event" or (kind is None and not _EVENT_MARKER_SET.isdisjoint(obj)):
+        return "event"
+    if "protoPayload" in obj:
+        return "gke"
+    if "properties" in obj or ("category" in obj and "operationName" in obj):
+        return "aks"
+    if "records" in obj:
+        return "records"
+    if "logEvents" in obj or obj.get("messageType") == "CONTROL_MESSAGE":
+        return "cloudwatch"
+    for key in _MESSAGE_KEYS:
+        if isinstance(obj.get(key), (str, dict)):
+            return key
+    return "unknown"
 
 
 def _kind_of(value: Any) -> str:
@@ -117,25 +142,20 @@ def _with_envelope(event: dict, envelope: dict) -> dict:
 
 def split_envelope(obj: Any) -> tuple[str, dict[str, str]] | None:
     """(the Event's JSON text, envelope facts) when ``obj`` is an AKS record or an EKS export whose
-    event is a JSON *string* with string facts; else None. ``decode(obj)`` is what this stands for:
-    the same dispatch, and the same facts that it attaches (the native fast path uses this)."""
-    if type(obj) is not dict or "kind" in obj or "protoPayload" in obj or not _EVENT_MARKER_SET.isdisjoint(obj):
-        return None  # ("kind": null is decode's error to report; the Python path reports it)
-    if "properties" in obj or ("category" in obj and "operationName" in obj):
-        props = obj.get("properties")
-        inner = props.get("log") if type(props) is dict else None
-        if type(inner) is not str:
-            return None
-        facts = _facts(_aks_envelope(obj))
-    elif "records" in obj or "logEvents" in obj or obj.get("messageType") == "CONTROL_MESSAGE":
+    event is a JSON *string* with string facts; else None. It stands for ``decode(obj)``: the same
+    dispatch (``_shape``) and the same facts (the native fast path uses this)."""
+    if type(obj) is not dict:
         return None
+    shape = _shape(obj)
+    if shape == "aks":
+        props = obj.get("properties")
+        inner, facts = (props.get("log") if type(props) is dict else None), _facts(_aks_envelope(obj))
+    elif shape in _MESSAGE_KEYS:
+        inner, facts = obj[shape], _facts(_eks_envelope(obj))
     else:
-        inner = obj.get("message")
-        if not isinstance(inner, (str, dict)):
-            inner = obj.get("@message")
-        if type(inner) is not str:
-            return None
-        facts = _facts(_eks_envelope(obj))
+        return None
+    if type(inner) is not str:
+        return None
     for value in facts.values():
         if type(value) is not str:
             return None

@@ -65,13 +65,10 @@ class _Receiver:
             try:
                 raw = orjson.dumps(event)
             except orjson.JSONEncodeError:  # too deeply nested to write back: keep the batch as evidence
-                records.append(Record(f"webhook:{peer}", i + 1, body, event, None))
-                continue
-            prepared = self.ingester.prepare(raw)  # the native fast path, when installed
-            if prepared is not None:
-                records.append(Record(f"webhook:{peer}", i + 1, raw, None, None, 0, prepared))
+                raw, prepared = body, None
             else:
-                records.append(Record(f"webhook:{peer}", i + 1, raw, event, None))
+                prepared = self.ingester.prepare(raw)  # the native fast path, when installed
+            records.append(Record(f"webhook:{peer}", i + 1, raw, event if prepared is None else None, None, 0, prepared))
         before = _snapshot(self.ingester.stats)
         try:
             self.ingester.run(records)

@@ -166,6 +166,30 @@ fn is_ip(text: &str) -> R<bool> {
             && p.parse::<u32>().map(|n| n <= 255).unwrap_or(false)))
 }
 
+/// `user.*` fields of a `user` / `impersonatedUser` object (name, id, group.name), or None when it has
+/// none of them; adds the non-empty string name and uid to `users` (related.user, no repeats).
+fn identity<'v, 'a>(obj: &'v V<'a>, users: &mut Vec<&'v str>) -> Option<Vec<(Cow<'v, str>, O<'v, 'a>)>> {
+    let (name, uid, groups) = (obj.get("username"), obj.get("uid"), obj.get("groups"));
+    if name.is_none() && uid.is_none() && groups.is_none() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (key, value) in [("name", name), ("id", uid)] {
+        if let Some(v) = value {
+            out.push((Cow::Borrowed(key), O::Ref(v)));
+            if let V::Str(s) = v {
+                if !s.is_empty() && !users.contains(&s.as_ref()) {
+                    users.push(s);
+                }
+            }
+        }
+    }
+    if let Some(g) = groups {
+        out.push((Cow::Borrowed("group"), O::Obj(vec![(Cow::Borrowed("name"), O::Ref(g))])));
+    }
+    Some(out)
+}
+
 /// `dict` with dotted keys rewritten ("." -> "_"), or None when no key has a dot.
 fn dedot<'v, 'a>(obj: &'v V<'a>) -> R<Option<O<'v, 'a>>> {
     let pairs = match obj {
@@ -219,7 +243,7 @@ pub fn normalize(
         return Err(Fallback);
     }
     // top-level JSON types (fieldspec.RAW_TYPES); a mismatch is the Python path's error to name
-    for key in ["level", "auditID", "requestURI", "verb", "userAgent"] {
+    for key in ["level", "auditID"] {
         str_or_none(event.get(key))?;
     }
     let stage = str_or_none(event.get("stage"))?;
@@ -311,33 +335,7 @@ pub fn normalize(
     }
     // "event" goes in at index 0/1 at the end; remember the slot
     let mut users: Vec<&str> = Vec::new();
-    let mut user_out: Option<Vec<(Cow<str>, O)>> = None;
-    if let Some(u) = user {
-        let (name, uid, groups) = (u.get("username"), u.get("uid"), u.get("groups"));
-        if name.is_some() || uid.is_some() || groups.is_some() {
-            let mut out = Vec::new();
-            if let Some(n) = name {
-                out.push((Cow::Borrowed("name"), O::Ref(n)));
-                if let V::Str(s) = n {
-                    if !s.is_empty() {
-                        users.push(s);
-                    }
-                }
-            }
-            if let Some(i) = uid {
-                out.push((Cow::Borrowed("id"), O::Ref(i)));
-                if let V::Str(s) = i {
-                    if !s.is_empty() && !users.contains(&s.as_ref()) {
-                        users.push(s);
-                    }
-                }
-            }
-            if let Some(g) = groups {
-                out.push((Cow::Borrowed("group"), O::Obj(vec![(Cow::Borrowed("name"), O::Ref(g))])));
-            }
-            user_out = Some(out);
-        }
-    }
+    let user_out = user.and_then(|u| identity(u, &mut users));
     let mut user_pos: Option<usize> = None;
     // doc order so far: [@timestamp], event, ecs, then user...
     if let Some(s) = &start {
@@ -350,33 +348,10 @@ pub fn normalize(
         user_pos = Some(doc.len());
         doc.push((Cow::Borrowed("user"), O::Obj(out)));
     }
-    if let Some(i) = imp {
-        let (name, uid, groups) = (i.get("username"), i.get("uid"), i.get("groups"));
-        if name.is_some() || uid.is_some() || groups.is_some() {
-            let mut eff = Vec::new();
-            if let Some(n) = name {
-                eff.push((Cow::Borrowed("name"), O::Ref(n)));
-                if let V::Str(s) = n {
-                    if !s.is_empty() && !users.contains(&s.as_ref()) {
-                        users.push(s);
-                    }
-                }
-            }
-            if let Some(u) = uid {
-                eff.push((Cow::Borrowed("id"), O::Ref(u)));
-                if let V::Str(s) = u {
-                    if !s.is_empty() && !users.contains(&s.as_ref()) {
-                        users.push(s);
-                    }
-                }
-            }
-            if let Some(g) = groups {
-                eff.push((Cow::Borrowed("group"), O::Obj(vec![(Cow::Borrowed("name"), O::Ref(g))])));
-            }
-            match user_pos {
-                None => doc.push((Cow::Borrowed("user"), O::Obj(vec![(Cow::Borrowed("effective"), O::Obj(eff))]))),
-                Some(p) => obj_mut(&mut doc[p].1).push((Cow::Borrowed("effective"), O::Obj(eff))),
-            }
+    if let Some(eff) = imp.and_then(|i| identity(i, &mut users)) {
+        match user_pos {
+            None => doc.push((Cow::Borrowed("user"), O::Obj(vec![(Cow::Borrowed("effective"), O::Obj(eff))]))),
+            Some(p) => obj_mut(&mut doc[p].1).push((Cow::Borrowed("effective"), O::Obj(eff))),
         }
     }
     if let Some(ua) = user_agent {
