@@ -28,15 +28,15 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Result, report  # noqa: E402
 
-from kaudit_elk.bootstrap import apply, build_plan  # noqa: E402
-from kaudit_elk.config import Settings  # noqa: E402
-from kaudit_elk.detect import DetectOptions, run_detect  # noqa: E402
-from kaudit_elk.engine import connect  # noqa: E402
-from kaudit_elk.ingest import IngestOptions, ingest  # noqa: E402
-from kaudit_elk.normalize import doc_id, normalize  # noqa: E402
+from kaudit_elk.cluster.bootstrap import apply, build_plan  # noqa: E402
+from kaudit_elk.base.config import Settings  # noqa: E402
+from kaudit_elk.detect.scheduled import DetectOptions, run_detect  # noqa: E402
+from kaudit_elk.cluster.engine import connect  # noqa: E402
+from kaudit_elk.ingest.bulk import IngestOptions, ingest  # noqa: E402
+from kaudit_elk.events.normalize import doc_id, normalize  # noqa: E402
 from kaudit_elk.rules.loader import default_pack_dir, load_rules  # noqa: E402
-from kaudit_elk.scan import sample_path  # noqa: E402
-from kaudit_elk.templates import BootstrapOptions, Names  # noqa: E402
+from kaudit_elk.detect.scan import sample_path  # noqa: E402
+from kaudit_elk.cluster.templates import BootstrapOptions, Names  # noqa: E402
 
 KEYS = ("requestReceivedTimestamp", "stageTimestamp")
 

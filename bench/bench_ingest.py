@@ -2,7 +2,7 @@
 
     python bench/bench_ingest.py [--url http://127.0.0.1:9200] [--events 50000] [--repeat 2]
 
-Workload: ``kaudit_elk.ingest.ingest`` on a file (read, decode, normalize, bulk with 2 workers,
+Workload: ``kaudit_elk.ingest.bulk.ingest`` on a file (read, decode, normalize, bulk with 2 workers,
 item classification). Baseline: the same documents, normalized beforehand, sent as plain
 ``_bulk`` requests of the same size by one client (what a hand-written loader does).
 Each run writes into a fresh data stream with the same templates. Target: >= 0.8x.
@@ -22,12 +22,12 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import compare, report  # noqa: E402
 
-from kaudit_elk.bootstrap import apply, build_plan  # noqa: E402
-from kaudit_elk.config import Settings  # noqa: E402
-from kaudit_elk.engine import connect  # noqa: E402
-from kaudit_elk.ingest import IngestOptions, ingest  # noqa: E402
-from kaudit_elk.normalize import doc_id, normalize  # noqa: E402
-from kaudit_elk.templates import BootstrapOptions, Names  # noqa: E402
+from kaudit_elk.cluster.bootstrap import apply, build_plan  # noqa: E402
+from kaudit_elk.base.config import Settings  # noqa: E402
+from kaudit_elk.cluster.engine import connect  # noqa: E402
+from kaudit_elk.ingest.bulk import IngestOptions, ingest  # noqa: E402
+from kaudit_elk.events.normalize import doc_id, normalize  # noqa: E402
+from kaudit_elk.cluster.templates import BootstrapOptions, Names  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "golden" / "inputs"
 

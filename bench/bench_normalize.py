@@ -24,10 +24,10 @@ from typing import Callable
 
 import orjson
 
-from kaudit_elk import fastpath
-from kaudit_elk.envelopes import decode
-from kaudit_elk.fieldspec import ENVELOPE_KEY
-from kaudit_elk.normalize import DEFAULT, normalize
+from kaudit_elk.events import fastpath
+from kaudit_elk.events.envelopes import decode
+from kaudit_elk.events.fieldspec import ENVELOPE_KEY
+from kaudit_elk.events.normalize import DEFAULT, normalize
 
 INPUTS = Path(__file__).resolve().parents[1] / "tests" / "golden" / "inputs"
 TARGETS = {"Metadata": 0.3, "RequestResponse": 0.5}
@@ -35,7 +35,7 @@ TARGETS = {"Metadata": 0.3, "RequestResponse": 0.5}
 
 def corpus_lines() -> dict[str, list[bytes]]:
     """Native corpus events as JSON lines, grouped by whether they carry bodies."""
-    from kaudit_elk.sources import read_records
+    from kaudit_elk.events.sources import read_records
 
     groups: dict[str, list[bytes]] = {"Metadata": [], "RequestResponse": []}
     for record in read_records(sorted(str(p) for p in INPUTS.iterdir())):

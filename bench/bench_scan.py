@@ -7,7 +7,7 @@ corpus events under ../shared/corpus or $KAUDIT_CORPUS (when present), decoded o
 events with unique auditIDs and increasing timestamps (so dedupe and correlation state behave as on
 a real stream). Both pipelines start from decoded Event dicts, best of ``--repeat``:
 
-* baseline: ``kaudit_elk.normalize.normalize(event)`` for every event
+* baseline: ``kaudit_elk.events.normalize.normalize(event)`` for every event
 * scan:     ``Runner(pack).feed(event)`` for every event, then ``flush()`` (all rules, correlations,
             new-terms and per-request dedupe)
 
@@ -24,10 +24,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from kaudit_elk.normalize import normalize
+from kaudit_elk.events.normalize import normalize
 from kaudit_elk.rules.loader import default_pack_dir, load_rules
 from kaudit_elk.rules.runner import Runner
-from kaudit_elk.sources import read_records
+from kaudit_elk.events.sources import read_records
 
 TARGET = 0.3
 CORPUS = Path(os.environ.get("KAUDIT_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))

@@ -1,3 +1,3 @@
-from kaudit_elk.cli import main
+from kaudit_elk.cli.main import main
 
 main()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import orjson
 
-from kaudit_elk.normalize import client_ip
+from kaudit_elk.events.normalize import client_ip
 
 
 if TYPE_CHECKING:

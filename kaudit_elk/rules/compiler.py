@@ -24,7 +24,7 @@ cannot be searched by its leaves in either engine, and is unsupported too.
 Unsupported leaves never produce a silently wrong query: :func:`compile_rule_query` replaces them by
 ``match_all`` (or ``match_none`` under a NOT), which yields a *broader* prefilter, and reports the
 reasons; the caller evaluates such rules client-side on the fetched documents
-(:mod:`kaudit_elk.rules.engine_eval`). :func:`compile_query` raises :class:`UnsupportedInEngine` instead.
+(:mod:`kaudit_elk.detect.engine_search`). :func:`compile_query` raises :class:`UnsupportedInEngine` instead.
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ from sigma.types import (
     SpecialChars,
 )
 
-from kaudit_elk import fieldspec as fs
-from kaudit_elk.errors import ContentError
+from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.base.errors import ContentError
 from kaudit_elk.rules.evaluator import _expand_placeholders
 
 if TYPE_CHECKING:
-    from kaudit_elk.engine import Engine
+    from kaudit_elk.cluster.engine import Engine
     from kaudit_elk.rules.loader import PackRule
 
 PREFIX = "kubernetes.audit."
@@ -719,7 +719,7 @@ def compile_lucene(rule: "PackRule", placeholders: Mapping[str, Sequence[str]] |
 
 def rule_searches(pack: Any) -> list[tuple[str, str, str]]:
     """``(rule id, title, Lucene query)`` for every single-event rule expressible as a query string
-    (input of :func:`kaudit_elk.dashboards.saved_searches_for_rules`)."""
+    (input of :func:`kaudit_elk.views.dashboards.saved_searches_for_rules`)."""
     out = []
     for r in pack.single:
         q = compile_lucene(r, pack.placeholders)

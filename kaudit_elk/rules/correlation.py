@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from sigma.correlations import SigmaCorrelationConditionOperator as Op
 from sigma.correlations import SigmaCorrelationRule, SigmaCorrelationType
 
-from kaudit_elk.normalize import client_ip
+from kaudit_elk.events.normalize import client_ip
 from kaudit_elk.rules.alerts import Alert, group_alert
 from kaudit_elk.rules.evaluator import field_getter
 from kaudit_elk.rules.loader import PackRule

@@ -44,7 +44,7 @@ from sigma.types import (
 )
 from sigma.types import CompareOperators
 
-from kaudit_elk.errors import ContentError
+from kaudit_elk.base.errors import ContentError
 
 Event = Mapping[str, Any]
 Predicate = Callable[[Event], bool]

@@ -20,7 +20,7 @@ from sigma.exceptions import SigmaError
 from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
 
-from kaudit_elk.errors import ContentError
+from kaudit_elk.base.errors import ContentError
 from kaudit_elk.rules.evaluator import Predicate, compile_rule
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
@@ -122,7 +122,7 @@ class RulePack:
 
 def default_pack_dir() -> Path:
     """The shipped rule folder (checkout or installed wheel)."""
-    from kaudit_elk.content import content_dir
+    from kaudit_elk.base.content import content_dir
 
     return content_dir("detections") / "rules"
 

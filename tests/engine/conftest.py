@@ -14,9 +14,9 @@ from typing import Iterator
 
 import pytest
 
-from kaudit_elk.config import Settings
-from kaudit_elk.engine import Engine, connect
-from kaudit_elk.errors import EngineError
+from kaudit_elk.base.config import Settings
+from kaudit_elk.cluster.engine import Engine, connect
+from kaudit_elk.base.errors import EngineError
 
 DEFAULT_ENGINES = "opensearch=http://127.0.0.1:9200,elasticsearch=http://127.0.0.1:9201"
 
@@ -79,9 +79,9 @@ _ingested: dict[str, dict] = {}
 @pytest.fixture(scope="session")
 def ingested_corpus(engine: Engine, corpus_files: list[str], tmp_path_factory: pytest.TempPathFactory) -> str:
     """Bootstrap a fresh namespace and ingest the whole corpus; returns the data stream name."""
-    from kaudit_elk.bootstrap import apply, build_plan
-    from kaudit_elk.ingest import IngestOptions, ingest
-    from kaudit_elk.templates import BootstrapOptions, Names
+    from kaudit_elk.cluster.bootstrap import apply, build_plan
+    from kaudit_elk.ingest.bulk import IngestOptions, ingest
+    from kaudit_elk.cluster.templates import BootstrapOptions, Names
 
     key = engine.settings.url
     if key not in _ingested:

@@ -9,12 +9,12 @@ from typing import Any, Callable
 
 import pytest
 
-from kaudit_elk.bootstrap import OwnershipError, apply, build_plan
-from kaudit_elk.engine import Engine
-from kaudit_elk.ingest import IngestOptions, ingest
-from kaudit_elk.normalize import doc_id
-from kaudit_elk.sources import read_records
-from kaudit_elk.templates import BootstrapOptions, Names
+from kaudit_elk.cluster.bootstrap import OwnershipError, apply, build_plan
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.ingest.bulk import IngestOptions, ingest
+from kaudit_elk.events.normalize import doc_id
+from kaudit_elk.events.sources import read_records
+from kaudit_elk.cluster.templates import BootstrapOptions, Names
 
 
 def _fresh_namespace() -> str:
@@ -230,7 +230,7 @@ def test_native_and_python_paths_store_the_same_documents(
     engine: Engine, corpus_files: list[str], ingested_corpus: str, ingested_corpus_info: dict,
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kaudit_elk import fastpath
+    from kaudit_elk.events import fastpath
 
     stats = ingested_corpus_info["stats"]
     if fastpath.available():  # the corpus fixture ran the default path: native where it could

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from kaudit_elk.engine import Engine
+from kaudit_elk.cluster.engine import Engine
 
 
 def kaudit(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from kaudit_elk import dashboards, report
+from kaudit_elk.views import dashboards
+from kaudit_elk.views import report
 
 pytestmark = pytest.mark.engine
 

@@ -18,13 +18,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from kaudit_elk.bootstrap import apply, build_plan
-from kaudit_elk.detect import DetectOptions, read_positions, run_detect, write_positions
-from kaudit_elk.engine import Engine
-from kaudit_elk.ingest import IngestOptions, ingest
+from kaudit_elk.cluster.bootstrap import apply, build_plan
+from kaudit_elk.detect.scheduled import DetectOptions, read_positions, run_detect, write_positions
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.ingest.bulk import IngestOptions, ingest
 from kaudit_elk.rules.loader import default_pack_dir, load_rules
-from kaudit_elk.scan import sample_path, scan
-from kaudit_elk.templates import BootstrapOptions, Names
+from kaudit_elk.detect.scan import sample_path, scan
+from kaudit_elk.cluster.templates import BootstrapOptions, Names
 
 TIME_KEYS = ("requestReceivedTimestamp", "stageTimestamp")
 

@@ -11,9 +11,9 @@ from typing import Iterator
 
 import pytest
 
-from kaudit_elk.config import Settings
-from kaudit_elk.engine import Engine, connect
-from kaudit_elk.errors import EngineError
+from kaudit_elk.base.config import Settings
+from kaudit_elk.cluster.engine import Engine, connect
+from kaudit_elk.base.errors import EngineError
 
 
 def _nodes_version(url: str) -> tuple[str, bool]:

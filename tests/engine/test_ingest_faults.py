@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from kaudit_elk.bootstrap import apply, build_plan
-from kaudit_elk.engine import Engine
-from kaudit_elk.ingest import IngestOptions, ingest
-from kaudit_elk.templates import BootstrapOptions, Names
+from kaudit_elk.cluster.bootstrap import apply, build_plan
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.ingest.bulk import IngestOptions, ingest
+from kaudit_elk.cluster.templates import BootstrapOptions, Names
 
 REPO = Path(__file__).resolve().parents[2]
 

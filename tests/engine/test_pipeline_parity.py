@@ -1,7 +1,7 @@
 """The server-side ingest pipeline produces the same documents as the Python normalizer.
 
 Runs ``_ingest/pipeline/_simulate`` on the real engine with every native corpus event
-(envelopes are client-side only; see kaudit_elk.pipeline).
+(envelopes are client-side only; see kaudit_elk.events.pipeline).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kaudit_elk.fieldspec import ENVELOPE_KEY
-from kaudit_elk.normalize import normalize
-from kaudit_elk.pipeline import build_pipeline
-from kaudit_elk.sources import read_records
+from kaudit_elk.events.fieldspec import ENVELOPE_KEY
+from kaudit_elk.events.normalize import normalize
+from kaudit_elk.events.pipeline import build_pipeline
+from kaudit_elk.events.sources import read_records
 
 pytestmark = pytest.mark.engine
 

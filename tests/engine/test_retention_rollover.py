@@ -6,11 +6,11 @@ import json
 import uuid
 from pathlib import Path
 
-from kaudit_elk.bootstrap import apply, build_plan
-from kaudit_elk.engine import Engine
-from kaudit_elk.ingest import IngestOptions, ingest
-from kaudit_elk.retention import BackingIndex, apply_retention, observe, plan_retention
-from kaudit_elk.templates import BootstrapOptions, Names
+from kaudit_elk.cluster.bootstrap import apply, build_plan
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.ingest.bulk import IngestOptions, ingest
+from kaudit_elk.cluster.retention import BackingIndex, apply_retention, observe, plan_retention
+from kaudit_elk.cluster.templates import BootstrapOptions, Names
 
 
 def _setup(engine: Engine, corpus_dir: Path, tmp_path: Path) -> tuple[str, str, Path]:

@@ -23,12 +23,12 @@ from typing import Any
 import orjson
 import pytest
 
-from kaudit_elk.ingest import IngestOptions, event_key, ingest
-from kaudit_elk.normalize import NormalizeError, doc_id, normalize
+from kaudit_elk.ingest.bulk import IngestOptions, event_key, ingest
+from kaudit_elk.events.normalize import NormalizeError, doc_id, normalize
 from kaudit_elk.rules.alerts import event_time
 from kaudit_elk.rules.compiler import QueryTarget, compile_rule_query
 from kaudit_elk.rules.evaluator import compile_rule
-from kaudit_elk.rules.engine_eval import (
+from kaudit_elk.detect.engine_search import (
     compile_pack,
     doc_event,
     engine_alerts,
@@ -40,7 +40,7 @@ from kaudit_elk.rules.engine_eval import (
 from kaudit_elk.rules.loader import default_pack_dir, load_rules
 from kaudit_elk.rules.runner import Runner
 from kaudit_elk.rules.selftest import complete_events
-from kaudit_elk.sources import read_records
+from kaudit_elk.events.sources import read_records
 
 pytestmark = pytest.mark.engine
 STAGES = {"ResponseComplete", "ResponseStarted", "Panic"}
@@ -54,8 +54,8 @@ def pack():
 @pytest.fixture
 def fresh_namespace(engine):
     """A bootstrapped namespace of its own; its data stream is deleted afterwards."""
-    from kaudit_elk.bootstrap import apply, build_plan
-    from kaudit_elk.templates import BootstrapOptions, Names
+    from kaudit_elk.cluster.bootstrap import apply, build_plan
+    from kaudit_elk.cluster.templates import BootstrapOptions, Names
 
     namespace = f"rules{uuid.uuid4().hex[:10]}"
     options = BootstrapOptions(namespace=namespace)
@@ -137,7 +137,7 @@ def _test_cases(pack) -> list[tuple[Any, str, int, list[dict], dict]]:
 
 
 def test_compiled_queries_hit_each_rules_own_test_events(engine, pack, tmp_path, fresh_namespace):
-    from kaudit_elk.templates import Names
+    from kaudit_elk.cluster.templates import Names
 
     namespace = fresh_namespace
     cases = _test_cases(pack)
@@ -349,7 +349,7 @@ def test_every_construct_matches_like_the_local_evaluator(engine, tmp_path, fres
     from sigma.rule import SigmaRule
 
     from kaudit_elk.rules.loader import PackRule
-    from kaudit_elk.templates import Names
+    from kaudit_elk.cluster.templates import Names
 
     namespace = fresh_namespace
     events = [{**_BASE, **e, "auditID": f"ev{i}"} for i, e in enumerate(_EVENTS)]
@@ -399,9 +399,9 @@ def test_new_terms_on_source_ips_are_primed_from_an_aggregation(engine, tmp_path
     IPv6 spellings are one term."""
     import shutil
 
-    from kaudit_elk.rules.engine_eval import _terms_agg_ok
-    from kaudit_elk.scan import scan_events
-    from kaudit_elk.templates import Names
+    from kaudit_elk.detect.engine_search import _terms_agg_ok
+    from kaudit_elk.detect.scan import scan_events
+    from kaudit_elk.cluster.templates import Names
 
     rule_dir = tmp_path / "rules"
     rule_dir.mkdir()

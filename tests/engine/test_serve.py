@@ -13,12 +13,12 @@ from typing import Iterator
 
 import pytest
 
-from kaudit_elk.bootstrap import apply, build_plan
-from kaudit_elk.config import Settings
-from kaudit_elk.engine import Engine, connect
-from kaudit_elk.ingest import IngestOptions
-from kaudit_elk.serve import ServeOptions, make_server
-from kaudit_elk.templates import BootstrapOptions, Names
+from kaudit_elk.cluster.bootstrap import apply, build_plan
+from kaudit_elk.base.config import Settings
+from kaudit_elk.cluster.engine import Engine, connect
+from kaudit_elk.ingest.bulk import IngestOptions
+from kaudit_elk.ingest.serve import ServeOptions, make_server
+from kaudit_elk.cluster.templates import BootstrapOptions, Names
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:
@@ -114,7 +114,7 @@ def test_webhook_batches_are_indexed_once_even_when_resent(webhook, corpus_dir: 
     items, body = _event_list(corpus_dir)
     status, answer = _post(url, body)
     assert status == 200 and answer["indexed"] == len(items)
-    from kaudit_elk import fastpath
+    from kaudit_elk.events import fastpath
     assert answer["native"] == (len(items) if fastpath.available() else 0)  # the fast path took every event
     status, answer = _post(url, body)  # the apiserver retries a batch it thinks failed
     assert status == 200 and answer["duplicates"] == len(items) and answer["indexed"] == 0

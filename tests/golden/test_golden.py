@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from kaudit_elk.normalize import NormalizeError, doc_id, normalize
-from kaudit_elk.sources import read_records
+from kaudit_elk.events.normalize import NormalizeError, doc_id, normalize
+from kaudit_elk.events.sources import read_records
 
 HERE = Path(__file__).parent
 INPUTS = HERE / "inputs"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kaudit_elk.config import load_settings
-from kaudit_elk.errors import ConfigError
+from kaudit_elk.base.config import load_settings
+from kaudit_elk.base.errors import ConfigError
 
 
 def test_flag_beats_env_beats_file(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from kaudit_elk import dashboards as d
-from kaudit_elk.errors import ContentError
+from kaudit_elk.views import dashboards as d
+from kaudit_elk.base.errors import ContentError
 
 FLAVORS = ("kibana", "opensearch")
 
@@ -133,8 +133,8 @@ def test_every_used_field_is_declared_and_aggregatable(source: d.Source) -> None
 
 
 def test_audit_fields_match_the_index_template(source: d.Source) -> None:
-    """Declared audit-index field types equal kaudit_elk.fieldspec.TYPED_FIELDS (the index template's source)."""
-    fieldspec = pytest.importorskip("kaudit_elk.fieldspec")
+    """Declared audit-index field types equal kaudit_elk.events.fieldspec.TYPED_FIELDS (the index template's source)."""
+    fieldspec = pytest.importorskip("kaudit_elk.events.fieldspec")
     typed = fieldspec.TYPED_FIELDS
     used = d.used_fields(source)["audit"]
     wrong = {n: (source.fields["audit"][n], typed.get(n)) for n in used if typed.get(n) != source.fields["audit"][n]}
@@ -151,7 +151,7 @@ def test_alert_fields_are_declared_as_alerts_carry_them(source: d.Source) -> Non
     event = {"auditID": "a1", "verb": "create", "user": {"username": "alice"}, "sourceIPs": ["10.0.0.1"],
              "requestReceivedTimestamp": "2024-01-01T00:00:00Z"}
     alert = alerts.single_alert(rule, event, 1704067200.0)
-    from kaudit_elk.report import get
+    from kaudit_elk.views.report import get
 
     for name in d.used_fields(source)["alerts"]:
         assert get(alert, name) is not None, f"alert documents have no {name}"
@@ -320,7 +320,7 @@ def test_import_failure_names_each_object(fake_ui: Any) -> None:
 
 
 def test_import_unreachable_is_an_engine_error() -> None:
-    from kaudit_elk.errors import EngineError
+    from kaudit_elk.base.errors import EngineError
 
     with pytest.raises(EngineError, match="cannot connect"):
         d.import_objects("http://127.0.0.1:9", "kibana", d.render("kibana"), timeout=2)
@@ -332,7 +332,7 @@ def test_import_unreachable_is_an_engine_error() -> None:
 def _app() -> Any:
     import typer
 
-    from kaudit_elk import cli_dashboards
+    from kaudit_elk.cli import views as cli_dashboards
 
     app = typer.Typer()
 

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from kaudit_elk.detect import DetectOptions, OutputError, plan_windows
-from kaudit_elk.outputs import AlertmanagerOutput, WebhookOutput, alertmanager_payload
+from kaudit_elk.detect.scheduled import DetectOptions, OutputError, plan_windows
+from kaudit_elk.detect.outputs import AlertmanagerOutput, WebhookOutput, alertmanager_payload
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kaudit_elk.engine import capabilities_from_nodes, parse_info
-from kaudit_elk.errors import EngineError
+from kaudit_elk.cluster.engine import capabilities_from_nodes, parse_info
+from kaudit_elk.base.errors import EngineError
 
 
 def test_opensearch_identified_by_distribution() -> None:

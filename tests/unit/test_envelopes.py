@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kaudit_elk.envelopes import EnvelopeError, decode
-from kaudit_elk.fieldspec import ENVELOPE_KEY
+from kaudit_elk.events.envelopes import EnvelopeError, decode
+from kaudit_elk.events.fieldspec import ENVELOPE_KEY
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "inputs"
 

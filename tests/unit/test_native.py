@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 import pytest
 
-from kaudit_elk import fastpath
-from kaudit_elk.envelopes import EnvelopeError, decode
-from kaudit_elk.ingest import event_key
-from kaudit_elk.normalize import DEFAULT, NormalizeError, NormalizeOptions, doc_id, normalize
+from kaudit_elk.events import fastpath
+from kaudit_elk.events.envelopes import EnvelopeError, decode
+from kaudit_elk.ingest.bulk import event_key
+from kaudit_elk.events.normalize import DEFAULT, NormalizeError, NormalizeOptions, doc_id, normalize
 
 if not fastpath.available():
     if os.environ.get("KAUDIT_REQUIRE_NATIVE") == "1":
@@ -295,7 +295,7 @@ def test_random_mutations_match_python_or_are_declined() -> None:
 def test_version_command_says_whether_the_fast_path_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from kaudit_elk.cli import app
+    from kaudit_elk.cli.main import app
 
     on = CliRunner().invoke(app, ["version", "--output", "json"])
     assert on.exit_code == 0 and json.loads(on.stdout)["native"] == fastpath.version() is not None

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kaudit_elk.envelopes import decode
-from kaudit_elk.normalize import NormalizeError, NormalizeOptions, doc_id, normalize
+from kaudit_elk.events.envelopes import decode
+from kaudit_elk.events.normalize import NormalizeError, NormalizeOptions, doc_id, normalize
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "inputs"
 
@@ -210,7 +210,7 @@ def test_invalid_source_ips_are_left_out_of_ip_fields():
 
 
 def test_every_corpus_event_normalizes_or_fails_clearly():
-    from kaudit_elk.sources import read_records
+    from kaudit_elk.events.sources import read_records
 
     count = 0
     for record in read_records(sorted(str(p) for p in GOLDEN.iterdir())):
@@ -223,7 +223,7 @@ def test_every_corpus_event_normalizes_or_fails_clearly():
 
 
 def test_every_emitted_field_is_declared_for_the_index_template():
-    from kaudit_elk import fieldspec as fs
+    from kaudit_elk.events import fieldspec as fs
 
     def leaves(obj, prefix=""):
         for k, v in obj.items():

@@ -1,11 +1,11 @@
-"""normalize() executes kaudit_elk.fieldspec inline (for speed); these tests hold it to every table."""
+"""normalize() executes kaudit_elk.events.fieldspec inline (for speed); these tests hold it to every table."""
 
 from __future__ import annotations
 
 import pytest
 
-from kaudit_elk import fieldspec as fs
-from kaudit_elk.normalize import NormalizeError, normalize
+from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.events.normalize import NormalizeError, normalize
 
 BASE = {"kind": "Event", "auditID": "a-1", "stage": "ResponseComplete", "verb": "create",
         "requestReceivedTimestamp": "2024-05-01T10:00:00.000001Z", "stageTimestamp": "2024-05-01T10:00:00.5Z"}

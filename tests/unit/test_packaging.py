@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kaudit_elk.content import content_dir
+from kaudit_elk.base.content import content_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,9 +41,9 @@ def test_installed_wheel_finds_its_content_and_renders_templates(wheel: Path, tm
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
-        "import kaudit_elk.content as c, json;"
-        "from kaudit_elk.templates import BootstrapOptions, desired_objects;"
-        "from kaudit_elk.engine import Capabilities;"
+        "import kaudit_elk.base.content as c, json;"
+        "from kaudit_elk.cluster.templates import BootstrapOptions, desired_objects;"
+        "from kaudit_elk.cluster.engine import Capabilities;"
         "objs, _ = desired_objects('opensearch', Capabilities(flat_type='flat_object'), BootstrapOptions(pipeline=False));"
         "print(json.dumps([str(c.content_dir(n)) for n in c.FOLDERS] + [len(objs)]))"
     )

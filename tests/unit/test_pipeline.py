@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from kaudit_elk import fieldspec as fs
-from kaudit_elk.pipeline import build_pipeline
+from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.events.pipeline import build_pipeline
 
 # ingest-common + painless processors present in OpenSearch 2.x and Elasticsearch 8.x
 COMMON = {"json", "remove", "fail", "drop", "script", "foreach", "urldecode", "set", "append", "rename", "date"}

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from kaudit_elk import report
+from kaudit_elk.views import report
 
 
 def doc(ts: str | None, user: str = "alice", verb: str = "get", resource: str | None = "pods", *, code: int = 200,
         stage: str = "ResponseComplete", level: str = "Metadata", audit_id: str | None = None, ns: str | None = "default",
         name: str | None = None, sub: str | None = None, ip: str = "10.0.0.1", kaudit: dict | None = None,
         decision: str | None = None) -> dict[str, Any]:
-    """A normalized document shaped like kaudit_elk.normalize output (only the fields the report reads)."""
+    """A normalized document shaped like kaudit_elk.events.normalize output (only the fields the report reads)."""
     audit: dict[str, Any] = {"verb": verb, "stage": stage, "level": level, "user": {"username": user},
                              "responseStatus": {"code": code}}
     if audit_id:
@@ -126,7 +126,7 @@ def test_changes_sessions_and_coverage() -> None:
 
 
 def _files_report(paths: list[Path]) -> report.ReportData:
-    pytest.importorskip("kaudit_elk.normalize")
+    pytest.importorskip("kaudit_elk.events.normalize")
     docs, skipped, unreadable = report.documents_from_files([str(p) for p in paths])
     return report.compute(docs, skipped=skipped, unreadable=unreadable, now=NOW)
 
@@ -236,7 +236,7 @@ def test_svg_helpers_handle_empty_input() -> None:
 
 
 def test_cli_report_writes_html(corpus_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("kaudit_elk.normalize")
+    pytest.importorskip("kaudit_elk.events.normalize")
     from typer.testing import CliRunner
 
     out = tmp_path / "r.html"
@@ -258,7 +258,7 @@ def test_cli_report_bad_time_is_a_usage_error(corpus_dir: Path) -> None:
 def _app() -> Any:
     import typer
 
-    from kaudit_elk import cli_dashboards
+    from kaudit_elk.cli import views as cli_dashboards
 
     app = typer.Typer()
 
@@ -271,7 +271,7 @@ def _app() -> Any:
 
 
 def test_parse_when() -> None:
-    from kaudit_elk.cli_dashboards import parse_when
+    from kaudit_elk.cli.views import parse_when
 
     now = datetime(2026, 1, 10, 12, tzinfo=timezone.utc)
     assert parse_when("now-7d", now) == datetime(2026, 1, 3, 12, tzinfo=timezone.utc)

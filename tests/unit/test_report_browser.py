@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kaudit_elk import report
+from kaudit_elk.views import report
 
 CHROMIUM = next((p for p in (os.environ.get("KAUDIT_CHROMIUM"), shutil.which("chromium"),
                              shutil.which("chromium-browser"), shutil.which("google-chrome")) if p), None)
@@ -33,13 +33,13 @@ def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def page(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("kaudit_elk.normalize")
+    pytest.importorskip("kaudit_elk.events.normalize")
     paths = [str(p) for p in sorted(corpus_dir.glob("*/*"))
              if p.suffix in (".json", ".log", ".jsonl") and not p.name.endswith("expected.json")]
     docs, skipped, unreadable = report.documents_from_files(paths)
     try:  # the real rule pack when it is there; the report only needs alert dicts
         from kaudit_elk.rules.loader import default_pack_dir, load_rules
-        from kaudit_elk.scan import scan
+        from kaudit_elk.detect.scan import scan
 
         pack = load_rules([default_pack_dir()])
         alerts = list(scan(paths, pack))

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sigma.rule import SigmaRule
 
-from kaudit_elk.normalize import normalize
+from kaudit_elk.events.normalize import normalize
 from kaudit_elk.rules.compiler import (
     MATCH_ALL,
     MATCH_NONE,
@@ -21,7 +21,7 @@ from kaudit_elk.rules.compiler import (
     field_kind,
     lucene_regexp,
 )
-from kaudit_elk.rules.engine_eval import doc_event, in_event_time_order, pack_fields, redot_keys
+from kaudit_elk.detect.engine_search import doc_event, in_event_time_order, pack_fields, redot_keys
 from kaudit_elk.rules.evaluator import compile_rule
 from kaudit_elk.rules.loader import PackRule, default_pack_dir, load_rules
 from kaudit_elk.rules.runner import Runner

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kaudit_elk.errors import ContentError
+from kaudit_elk.base.errors import ContentError
 from kaudit_elk.rules.loader import load_rules, load_tuning, validate
 
 

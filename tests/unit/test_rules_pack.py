@@ -93,7 +93,7 @@ def test_correlations_reference_loaded_base_rules():
 
 
 def test_benign_busy_cluster_is_quiet_at_medium_and_above():
-    from kaudit_elk.scan import scan
+    from kaudit_elk.detect.scan import scan
 
     benign = PACK_DIR.parent / "samples" / "benign-cluster.log"
     alerts = list(scan([str(benign)], PACK, min_severity="medium"))
@@ -101,7 +101,7 @@ def test_benign_busy_cluster_is_quiet_at_medium_and_above():
 
 
 def test_sample_log_raises_the_attack_story():
-    from kaudit_elk.scan import sample_path, scan
+    from kaudit_elk.detect.scan import sample_path, scan
 
     names = {a["rule"]["name"] for a in scan([str(sample_path())], PACK, min_severity="high")}
     assert {"Privileged Container Created", "Binding Granting cluster-admin or Another Privileged Role",

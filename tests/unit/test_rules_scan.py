@@ -1,4 +1,4 @@
-"""scan end to end: files through kaudit_elk.sources, NDJSON alerts, the CLI and exit codes."""
+"""scan end to end: files through kaudit_elk.events.sources, NDJSON alerts, the CLI and exit codes."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from kaudit_elk.errors import EXIT_ALERTS, EXIT_USAGE
+from kaudit_elk.base.errors import EXIT_ALERTS, EXIT_USAGE
 from kaudit_elk.rules.loader import default_pack_dir, load_rules
-from kaudit_elk.scan import ScanStats, sample_path, scan
+from kaudit_elk.detect.scan import ScanStats, sample_path, scan
 
 PACK = load_rules([default_pack_dir()])
 
 
 def _app() -> typer.Typer:
-    from kaudit_elk import cli_rules
+    from kaudit_elk.cli import rules as cli_rules
 
     app = typer.Typer()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kaudit_elk.errors import InputError
-from kaudit_elk.sources import read_records
+from kaudit_elk.base.errors import InputError
+from kaudit_elk.events.sources import read_records
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "inputs"
 EXEC_LINE = (GOLDEN / "k8s-audit-pod-exec-file.log").read_bytes().strip()

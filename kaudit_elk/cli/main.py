@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from kaudit_elk import __version__
-from kaudit_elk.config import Settings, load_settings
-from kaudit_elk.console import Console, run
+from kaudit_elk.base.config import Settings, load_settings
+from kaudit_elk.cli.console import Console, run
 
 app = typer.Typer(
     name="kaudit-elk",
@@ -77,14 +77,14 @@ def version(
     console = Console(quiet)
 
     def body() -> None:
-        from kaudit_elk import fastpath
+        from kaudit_elk.events import fastpath
 
         result: dict[str, Any] = {"kaudit_elk": __version__, "python": platform.python_version(),
                                   "native": fastpath.version()}
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config)
         explicit = url is not None or _env_has_url() or config is not None
         if explicit:
-            from kaudit_elk.engine import connect
+            from kaudit_elk.cluster.engine import connect
 
             engine = connect(settings)
             try:
@@ -151,9 +151,9 @@ def bootstrap(
     console = Console(quiet)
 
     def body() -> None:
-        from kaudit_elk.bootstrap import apply, build_plan, diff
-        from kaudit_elk.engine import connect
-        from kaudit_elk.templates import BootstrapOptions
+        from kaudit_elk.cluster.bootstrap import apply, build_plan, diff
+        from kaudit_elk.cluster.engine import connect
+        from kaudit_elk.cluster.templates import BootstrapOptions
 
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                  namespace=namespace, cluster=cluster)
@@ -183,7 +183,7 @@ def bootstrap(
         for flavor, target in (("kibana", kibana_url), ("opensearch", dashboards_url)):
             if not target:
                 continue
-            from kaudit_elk import dashboards
+            from kaudit_elk.views import dashboards
 
             objects = dashboards.render(flavor, index_namespace=settings.namespace)  # type: ignore[arg-type]
             summary = dashboards.import_objects(
@@ -234,10 +234,10 @@ def ingest(
     console = Console(quiet)
 
     def body() -> None:
-        from kaudit_elk.engine import connect
-        from kaudit_elk.errors import EXIT_PARTIAL
-        from kaudit_elk.ingest import IngestOptions
-        from kaudit_elk.ingest import ingest as run_ingest
+        from kaudit_elk.cluster.engine import connect
+        from kaudit_elk.base.errors import EXIT_PARTIAL
+        from kaudit_elk.ingest.bulk import IngestOptions
+        from kaudit_elk.ingest.bulk import ingest as run_ingest
 
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                  namespace=namespace, cluster=cluster)
@@ -289,15 +289,15 @@ def serve(
     console = Console(quiet)
 
     def body() -> None:
-        from kaudit_elk.engine import connect
-        from kaudit_elk.ingest import IngestOptions
-        from kaudit_elk.serve import ServeOptions, make_server
+        from kaudit_elk.cluster.engine import connect
+        from kaudit_elk.ingest.bulk import IngestOptions
+        from kaudit_elk.ingest.serve import ServeOptions, make_server
 
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                  namespace=namespace, cluster=cluster)
         host, _, port = listen.rpartition(":")
         if not port.isdigit():
-            from kaudit_elk.errors import ConfigError
+            from kaudit_elk.base.errors import ConfigError
 
             raise ConfigError(f"--listen must be host:port, got {listen!r}")
         engine = connect(settings)
@@ -338,13 +338,13 @@ def retention(
     console = Console(quiet)
 
     def body() -> None:
-        from kaudit_elk.engine import connect
-        from kaudit_elk.retention import apply_retention, parse_age
+        from kaudit_elk.cluster.engine import connect
+        from kaudit_elk.cluster.retention import apply_retention, parse_age
 
         try:
             parse_age(rollover_age)
         except ValueError as exc:
-            from kaudit_elk.errors import ConfigError
+            from kaudit_elk.base.errors import ConfigError
 
             raise ConfigError(str(exc)) from None
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config, namespace=namespace)
@@ -373,7 +373,7 @@ def _env_has_url() -> bool:
 
 
 # Command modules register themselves here; each owns one area of the CLI.
-_COMMAND_MODULES: tuple[str, ...] = ("kaudit_elk.cli_rules", "kaudit_elk.cli_detect", "kaudit_elk.cli_dashboards")
+_COMMAND_MODULES: tuple[str, ...] = ("kaudit_elk.cli.rules", "kaudit_elk.cli.detect", "kaudit_elk.cli.views")
 
 
 def _register() -> None:

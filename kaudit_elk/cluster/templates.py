@@ -1,6 +1,6 @@
 """Desired cluster objects for a flavor: lifecycle policy, ingest pipeline, templates.
 
-Pure: renders ``index_templates/*.j2`` with the typed fields of :mod:`kaudit_elk.fieldspec`
+Pure: renders ``index_templates/*.j2`` with the typed fields of :mod:`kaudit_elk.events.fieldspec`
 and returns :class:`DesiredObject` values in install order. ``bootstrap`` compares them with
 what the cluster has.
 """
@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from kaudit_elk import __version__, fieldspec
-from kaudit_elk.content import render
-from kaudit_elk.engine import Capabilities
+from kaudit_elk import __version__
+from kaudit_elk.events import fieldspec
+from kaudit_elk.base.content import render
+from kaudit_elk.cluster.engine import Capabilities
 
 MANAGED_BY = "kaudit-elk"
 #: Fields set by ``kaudit-elk ingest``/``serve`` (not by the normalizer): when the event reached us.
@@ -205,7 +206,7 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
 
     default_pipeline = None
     if options.pipeline:
-        from kaudit_elk.pipeline import build_pipeline
+        from kaudit_elk.events.pipeline import build_pipeline
 
         pipe = build_pipeline(flavor, cluster=options.cluster)
         missing = sorted(pipeline_processors(pipe) - caps.ingest_processors)

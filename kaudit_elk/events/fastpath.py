@@ -2,7 +2,7 @@
 
 ``kaudit_elk_native`` (the Rust crate in ``native/``, installed with ``pip install ./native``)
 reads the line and writes the document bytes without building Python objects, which is where
-the pure-Python path spends its time. It reproduces :func:`kaudit_elk.normalize.normalize`
+the pure-Python path spends its time. It reproduces :func:`kaudit_elk.events.normalize.normalize`
 byte for byte (tests/unit/test_native.py holds the two together over the corpus and edge cases)
 and declines, returning None, for every line it does not reproduce exactly: envelopes, wrong
 types, floats, oversized bodies, unusual timestamps. Those lines take the Python path, which
@@ -20,9 +20,9 @@ from typing import Callable, Optional, Union
 
 import orjson
 
-from kaudit_elk import envelopes
-from kaudit_elk import fieldspec as fs
-from kaudit_elk.normalize import NormalizeOptions
+from kaudit_elk.events import envelopes
+from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.events.normalize import NormalizeOptions
 
 #: ``line(text, ingested, envelope)`` -> None (use Python) | () (stage filtered out) |
 #: (doc_id or None, @timestamp, document bytes)

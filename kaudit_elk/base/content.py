@@ -12,10 +12,10 @@ from typing import Any
 
 import jinja2
 
-from kaudit_elk.errors import ContentError
+from kaudit_elk.base.errors import ContentError
 
 FOLDERS = ("index_templates", "dashboards", "detections")
-_PKG = Path(__file__).resolve().parent
+_PKG = Path(__file__).resolve().parents[1]
 
 
 @lru_cache(maxsize=None)

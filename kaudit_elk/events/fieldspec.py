@@ -2,8 +2,8 @@
 
 Both executions are derived from the tables below (design decision 4):
 
-* ``kaudit_elk.normalize`` (client side: ``ingest``, ``serve``, ``scan``) walks them in Python;
-* ``kaudit_elk.pipeline`` hands them to one painless script as ``params``, so the server-side
+* ``kaudit_elk.events.normalize`` (client side: ``ingest``, ``serve``, ``scan``) walks them in Python;
+* ``kaudit_elk.events.pipeline`` hands them to one painless script as ``params``, so the server-side
   ingest pipeline reads the same copy list, verb/category tables and pod-spec locations.
 
 The index template generator reads :data:`TYPED_FIELDS` (dotted name -> mapping type),

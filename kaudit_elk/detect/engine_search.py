@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 from sigma.conditions import ConditionFieldEqualsValueExpression
 from sigma.correlations import SigmaCorrelationRule
 
-from kaudit_elk import fieldspec as fs
-from kaudit_elk.engine import EngineRequestError
+from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.cluster.engine import EngineRequestError
 from kaudit_elk.rules.alerts import Alert, event_time
 from kaudit_elk.rules.compiler import (
     MATCH_NONE,
@@ -39,7 +39,7 @@ from kaudit_elk.rules.loader import PackRule, RulePack
 from kaudit_elk.rules.runner import Runner
 
 if TYPE_CHECKING:
-    from kaudit_elk.engine import Engine
+    from kaudit_elk.cluster.engine import Engine
 
 MULTI_VALUED = frozenset({"sourceIPs", "user.groups", "impersonatedUser.groups"})
 _SORT_FIELDS = ("@timestamp", "kubernetes.audit.stageTimestamp", "kubernetes.audit.auditID", "kubernetes.audit.stage")

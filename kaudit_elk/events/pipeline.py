@@ -1,4 +1,4 @@
-"""Server-side ingest pipeline for third-party shippers, derived from :mod:`kaudit_elk.fieldspec`.
+"""Server-side ingest pipeline for third-party shippers, derived from :mod:`kaudit_elk.events.fieldspec`.
 
 Input contract (what Filebeat, Fluent Bit and Vector send):
 
@@ -7,7 +7,7 @@ Input contract (what Filebeat, Fluent Bit and Vector send):
 * the already-parsed Event under ``kubernetes.audit`` (e.g. Filebeat ``ndjson`` with
   ``target: kubernetes.audit``); ``message`` is then left alone.
 
-Output: the same document as :func:`kaudit_elk.normalize.normalize` with default options for
+Output: the same document as :func:`kaudit_elk.events.normalize.normalize` with default options for
 native Events (proven with ``_ingest/pipeline/_simulate`` in tests/engine/test_pipeline_parity.py).
 
 Not covered server-side (client-only, see ``fieldspec.CLIENT_ONLY_FIELDS``):
@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kaudit_elk import fieldspec as fs
-from kaudit_elk.normalize import DEFAULT
+from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.events.normalize import DEFAULT
 
 FLAVORS = ("elasticsearch", "opensearch")
 _TMP = "_kaudit_tmp"
@@ -523,7 +523,7 @@ def build_pipeline(flavor: str, *, cluster: str = "default") -> dict:
         },
     ]
     return {
-        "description": f"kaudit-elk: Kubernetes audit Event -> document ({flavor}); generated from kaudit_elk.fieldspec",
+        "description": f"kaudit-elk: Kubernetes audit Event -> document ({flavor}); generated from kaudit_elk.events.fieldspec",
         "processors": processors,
         "on_failure": [
             {"set": {"field": "event.kind", "value": "pipeline_error"}},

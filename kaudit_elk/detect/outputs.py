@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from kaudit_elk.detect import Alert, OutputError
+from kaudit_elk.detect.scheduled import Alert, OutputError
 
 
 @dataclass

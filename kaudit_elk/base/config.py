@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from kaudit_elk.errors import ConfigError
+from kaudit_elk.base.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("~/.config/kaudit-elk/config.yaml")
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kaudit_elk.console import Console, run
-from kaudit_elk.errors import EXIT_ALERTS, EXIT_USAGE, ConfigError
+from kaudit_elk.cli.console import Console, run
+from kaudit_elk.base.errors import EXIT_ALERTS, EXIT_USAGE, ConfigError
 
 
 class TableOrJson(str, Enum):
@@ -93,8 +93,8 @@ def register(app: typer.Typer) -> None:
 
         def body() -> int:
             from kaudit_elk.rules.alerts import severity_rank
-            from kaudit_elk.scan import ScanStats, sample_path
-            from kaudit_elk.scan import scan as do_scan
+            from kaudit_elk.detect.scan import ScanStats, sample_path
+            from kaudit_elk.detect.scan import scan as do_scan
 
             pack = load_pack(rules_dir, disable, severity_override, exceptions, no_default_rules)
             targets = list(paths or [])

@@ -18,8 +18,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
-from kaudit_elk.config import Settings
-from kaudit_elk.errors import EngineError
+from kaudit_elk.base.config import Settings
+from kaudit_elk.base.errors import EngineError
 
 Flavor = Literal["elasticsearch", "opensearch"]
 

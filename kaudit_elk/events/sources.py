@@ -12,7 +12,7 @@ For whole-file documents the offset is the file size. Follow mode reads plain fi
 
 ``prepare`` (optional) is offered every JSON line first (stripped, as bytes); a non-None answer is
 kept as ``Record.prepared`` and the line is not decoded here. ``ingest`` uses it for the native
-fast path (:mod:`kaudit_elk.fastpath`), which returns None for every line it leaves to Python.
+fast path (:mod:`kaudit_elk.events.fastpath`), which returns None for every line it leaves to Python.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any, BinaryIO, Callable, Iterator, Optional, Sequence
 
 import orjson
 
-from kaudit_elk.envelopes import EnvelopeError, decode
-from kaudit_elk.errors import InputError
+from kaudit_elk.events.envelopes import EnvelopeError, decode
+from kaudit_elk.base.errors import InputError
 
 #: ``prepare(text)`` -> None (decode the line here) or anything else (kept as ``Record.prepared``).
 Prepare = Optional[Callable[[bytes], Any]]

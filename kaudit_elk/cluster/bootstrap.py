@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from kaudit_elk import __version__
-from kaudit_elk.engine import Engine
-from kaudit_elk.errors import KauditError
-from kaudit_elk.templates import MANAGED_BY, BootstrapOptions, DesiredObject, Names, desired_objects
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.base.errors import KauditError
+from kaudit_elk.cluster.templates import MANAGED_BY, BootstrapOptions, DesiredObject, Names, desired_objects
 
 Action = Literal["create", "update", "unchanged", "conflict"]
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, TextIO, TypeVar
 
 import orjson
 
-from kaudit_elk.errors import EXIT_ERROR, EXIT_USAGE, KauditError
+from kaudit_elk.base.errors import EXIT_ERROR, EXIT_USAGE, KauditError
 
 T = TypeVar("T")
 

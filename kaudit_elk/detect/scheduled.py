@@ -25,11 +25,11 @@ from typing import Any, Callable, Iterable, Protocol
 
 import orjson
 
-from kaudit_elk.engine import Engine
-from kaudit_elk.errors import KauditError
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.base.errors import KauditError
 from kaudit_elk.rules.alerts import severity_rank
 from kaudit_elk.rules.loader import RulePack
-from kaudit_elk.templates import Names
+from kaudit_elk.cluster.templates import Names
 
 Alert = dict[str, Any]
 Window = tuple[datetime, datetime]
@@ -200,7 +200,7 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
                evaluate: Evaluate | None = None, now: datetime | None = None) -> DetectResult:
     """One detection run (see the module docstring)."""
     if evaluate is None:
-        from kaudit_elk.rules.engine_eval import engine_alerts as evaluate
+        from kaudit_elk.detect.engine_search import engine_alerts as evaluate
     names = Names(options.namespace)
     now = now or datetime.now(timezone.utc)
     result = DetectResult()

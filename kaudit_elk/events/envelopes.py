@@ -11,7 +11,7 @@
 * a GKE Cloud Audit Log entry (``protoPayload.methodName`` ``io.k8s.*``), mapped onto Event fields.
 
 Envelope facts (cloud provider, cluster name, AKS resource id, GKE project...) are attached to each
-Event under :data:`kaudit_elk.fieldspec.ENVELOPE_KEY`; ``normalize`` turns them into
+Event under :data:`kaudit_elk.events.fieldspec.ENVELOPE_KEY`; ``normalize`` turns them into
 ``cloud.provider``, ``orchestrator.cluster.name`` and ``kaudit.envelope.*``.
 Anything else raises :class:`EnvelopeError` with the reason.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from kaudit_elk.fieldspec import ENVELOPE_KEY
+from kaudit_elk.events.fieldspec import ENVELOPE_KEY
 
 #: Fields whose presence marks an object without ``kind`` as an audit Event.
 EVENT_MARKERS = ("auditID", "verb", "requestURI", "stage", "level", "objectRef", "requestReceivedTimestamp")

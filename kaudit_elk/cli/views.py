@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kaudit_elk.console import Console, run
-from kaudit_elk.errors import ConfigError, InputError
+from kaudit_elk.cli.console import Console, run
+from kaudit_elk.base.errors import ConfigError, InputError
 
 
 class UiFlavor(str, Enum):
@@ -37,7 +37,7 @@ def parse_when(text: Optional[str], now: Optional[datetime] = None) -> Optional[
             return now
         unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
         return now - timedelta(**{unit: int(m.group(1))})
-    from kaudit_elk.report import parse_time
+    from kaudit_elk.views.report import parse_time
 
     dt = parse_time(text if "T" in text else text + "T00:00:00Z")
     if dt is None:
@@ -98,9 +98,9 @@ def _alerts_from_file(path: Path) -> list[dict[str, Any]]:
 
 def _scan_alerts(paths: list[str], pack: Any, console: Console) -> list[dict[str, Any]]:
     try:
-        from kaudit_elk.scan import scan  # written alongside; optional until it lands
+        from kaudit_elk.detect.scan import scan  # written alongside; optional until it lands
     except ImportError:
-        console.warn("alerts not computed: kaudit_elk.scan is not available; pass --alerts FILE")
+        console.warn("alerts not computed: kaudit_elk.detect.scan is not available; pass --alerts FILE")
         return []
     if pack is None:
         console.warn("alerts not computed: the rule pack could not be loaded")
@@ -110,7 +110,7 @@ def _scan_alerts(paths: list[str], pack: Any, console: Console) -> list[dict[str
 
 def register(app: typer.Typer) -> None:
     """Add the ``dashboards`` sub-app and the ``report`` command to ``app``."""
-    from kaudit_elk import cli as base
+    from kaudit_elk.cli import main as base
 
     dash = typer.Typer(name="dashboards", help="Kibana / OpenSearch Dashboards saved objects (one source, two flavors).",
                        no_args_is_help=True)
@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
         console = Console(quiet)
 
         def body() -> None:
-            from kaudit_elk import dashboards
+            from kaudit_elk.views import dashboards
 
             objects = dashboards.render(flavor.value, index_namespace=namespace)
             _write(console, dashboards.to_ndjson(objects), out)
@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         console = Console(quiet)
 
         def body() -> None:
-            from kaudit_elk import dashboards
+            from kaudit_elk.views import dashboards
 
             targets = [(f, u) for f, u in (("kibana", kibana_url), ("opensearch", dashboards_url)) if u]
             if not targets:
@@ -201,7 +201,7 @@ def register(app: typer.Typer) -> None:
         console = Console(quiet)
 
         def body() -> None:
-            from kaudit_elk import report
+            from kaudit_elk.views import report
 
             start, end = parse_when(since), parse_when(until)
             pack = _rule_pack()
@@ -213,7 +213,7 @@ def register(app: typer.Typer) -> None:
                     alerts = _scan_alerts(list(paths), pack, console) if scan_files else []
                 inputs = describe_inputs(list(paths))
             else:
-                from kaudit_elk.engine import connect
+                from kaudit_elk.cluster.engine import connect
 
                 settings = base.settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                               **({"namespace": namespace} if namespace else {}))

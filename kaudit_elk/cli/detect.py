@@ -8,16 +8,16 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kaudit_elk.cli import (
+from kaudit_elk.cli.main import (
     ApiKeyOpt, CaOpt, ConfigOpt, NamespaceOpt, PasswordOpt, QuietOpt, UrlOpt, UserOpt, VerifyOpt, settings_from,
 )
-from kaudit_elk.cli_rules import DisableOpt, ExcOpt, NoPackOpt, RulesDirOpt, SevOpt, Severity, load_pack
-from kaudit_elk.console import Console, run
-from kaudit_elk.errors import EXIT_ALERTS, ConfigError
+from kaudit_elk.cli.rules import DisableOpt, ExcOpt, NoPackOpt, RulesDirOpt, SevOpt, Severity, load_pack
+from kaudit_elk.cli.console import Console, run
+from kaudit_elk.base.errors import EXIT_ALERTS, ConfigError
 
 def parse_duration(text: str, option: str) -> timedelta:
     """'30s', '5m', '1h', '7d' -> timedelta (the same syntax as `retention --rollover-age`)."""
-    from kaudit_elk.retention import parse_age
+    from kaudit_elk.cluster.retention import parse_age
 
     try:
         return timedelta(seconds=parse_age(text))
@@ -74,9 +74,9 @@ def register(app: typer.Typer) -> None:
         console = Console(quiet)
 
         def body() -> int:
-            from kaudit_elk.detect import DetectOptions, run_detect
-            from kaudit_elk.engine import connect
-            from kaudit_elk.outputs import AlertmanagerOutput, StdoutOutput, WebhookOutput
+            from kaudit_elk.detect.scheduled import DetectOptions, run_detect
+            from kaudit_elk.cluster.engine import connect
+            from kaudit_elk.detect.outputs import AlertmanagerOutput, StdoutOutput, WebhookOutput
             from kaudit_elk.rules.alerts import severity_rank
 
             now = datetime.now(timezone.utc)

@@ -1,6 +1,6 @@
 """The audit report: pure computation of ReportData, then rendering to HTML, Markdown or JSON.
 
-``compute(documents, alerts, ...)`` turns normalized audit documents (``kaudit_elk.normalize``)
+``compute(documents, alerts, ...)`` turns normalized audit documents (``kaudit_elk.events.normalize``)
 and alert dicts (from ``scan`` or the alerts index) into a :class:`ReportData`; it does no I/O.
 ``documents_from_files`` (sources + normalize) and ``documents_from_engine`` (the same documents
 read back from the cluster, so both modes compute identical numbers; ``aggregate_overview`` gives
@@ -421,8 +421,8 @@ def compute(
 
 def documents_from_files(paths: Sequence[str]) -> tuple[list[dict[str, Any]], int, int]:
     """Normalize every record of ``paths``: (documents, skipped non-audit records, unreadable records)."""
-    from kaudit_elk.normalize import normalize
-    from kaudit_elk.sources import read_records
+    from kaudit_elk.events.normalize import normalize
+    from kaudit_elk.events.sources import read_records
 
     docs: list[dict[str, Any]] = []
     skipped = unreadable = 0
@@ -583,7 +583,7 @@ def render(data: ReportData, fmt: Format = "html") -> str:
 def render_html(data: ReportData) -> str:
     import jinja2
 
-    from kaudit_elk.content import content_dir
+    from kaudit_elk.base.content import content_dir
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(content_dir("dashboards") / "report")), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)

@@ -26,7 +26,7 @@ class ScanStats:
 
 def sample_path() -> Path:
     """The sample audit log shipped with the rule pack (``kaudit-elk scan`` with no PATH)."""
-    from kaudit_elk.content import content_path
+    from kaudit_elk.base.content import content_path
 
     return content_path("detections", *SAMPLE)
 
@@ -46,7 +46,7 @@ def scan(
     ``history`` files are read first to prime new-terms state (no alerts from them). Undecodable
     records are counted in ``stats`` and reported through ``on_error`` as "file:line: reason".
     """
-    from kaudit_elk.sources import read_records
+    from kaudit_elk.events.sources import read_records
 
     st = stats if stats is not None else ScanStats()
     floor = severity_rank(min_severity)

@@ -1,7 +1,7 @@
 """Raw audit Event -> index document (pure, no I/O; the client-side hot path).
 
-The mapping is declared in :mod:`kaudit_elk.fieldspec`; this module executes it. The same spec
-drives the server-side ingest pipeline (:mod:`kaudit_elk.pipeline`), and an engine test proves
+The mapping is declared in :mod:`kaudit_elk.events.fieldspec`; this module executes it. The same spec
+drives the server-side ingest pipeline (:mod:`kaudit_elk.events.pipeline`), and an engine test proves
 both produce the same documents.
 
 Speed (``bench/bench_normalize.py``): ``normalize`` is one straight-line function over the
@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from kaudit_elk import fieldspec as fs
+from kaudit_elk.events import fieldspec as fs
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,7 @@ def normalize(event: dict, options: NormalizeOptions = DEFAULT) -> dict | None:
 # ---- tables -----------------------------------------------------------------------------------
 #: Top-level fields read in one pass, in the order ``normalize`` unpacks them. normalize executes
 #: the fieldspec tables inline for speed; tests/unit/test_normalize_spec.py checks, table by table,
-#: that its behaviour still follows kaudit_elk.fieldspec.
+#: that its behaviour still follows kaudit_elk.events.fieldspec.
 _KEYS = ("kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "userAgent", "user",
          "impersonatedUser", "sourceIPs", "objectRef", "responseStatus", "annotations",
          "requestReceivedTimestamp", "stageTimestamp", "timestamp", "requestObject", "responseObject")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from kaudit_elk.engine import Engine
-from kaudit_elk.templates import Names
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.cluster.templates import Names
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -25,12 +25,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 
-from kaudit_elk import fastpath
-from kaudit_elk.engine import Engine, EngineRequestError
-from kaudit_elk.errors import EngineError, InputError
-from kaudit_elk.normalize import NormalizeError, NormalizeOptions, doc_id, normalize
-from kaudit_elk.sources import Record, read_records
-from kaudit_elk.templates import Names
+from kaudit_elk.events import fastpath
+from kaudit_elk.cluster.engine import Engine, EngineRequestError
+from kaudit_elk.base.errors import EngineError, InputError
+from kaudit_elk.events.normalize import NormalizeError, NormalizeOptions, doc_id, normalize
+from kaudit_elk.events.sources import Record, read_records
+from kaudit_elk.cluster.templates import Names
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
@@ -60,7 +60,7 @@ class IngestStats:
     dead_lettered: int = 0
     retried_items: int = 0
     retried_requests: int = 0
-    native: int = 0  # records normalized by the native fast path (kaudit_elk.fastpath)
+    native: int = 0  # records normalized by the native fast path (kaudit_elk.events.fastpath)
     reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -184,7 +184,7 @@ class Ingester:
         return self._now_text
 
     def prepare(self, text: bytes) -> tuple | None:
-        """Native fast path for one line (see :mod:`kaudit_elk.fastpath`): () when the stage is
+        """Native fast path for one line (see :mod:`kaudit_elk.events.fastpath`): () when the stage is
         filtered out, (doc_id, @timestamp, document bytes), or None to decode it in Python."""
         if self.native is None:
             return None

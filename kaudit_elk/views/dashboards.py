@@ -27,7 +27,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import yaml
 
-from kaudit_elk.errors import ContentError, EngineError
+from kaudit_elk.base.errors import ContentError, EngineError
 
 Flavor = Literal["kibana", "opensearch"]
 FLAVORS: tuple[str, ...] = ("kibana", "opensearch")
@@ -153,7 +153,7 @@ class Source:
 def load_source(directory: Path | str | None = None) -> Source:
     """Load and validate every ``*.yaml`` in the dashboards folder; ContentError names file and object."""
     if directory is None:
-        from kaudit_elk.content import content_dir
+        from kaudit_elk.base.content import content_dir
 
         directory = content_dir("dashboards")
     folder = Path(directory)

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 
-from kaudit_elk.engine import Engine
-from kaudit_elk.envelopes import EnvelopeError, decode
-from kaudit_elk.errors import ConfigError, EngineError
-from kaudit_elk.ingest import Ingester, IngestOptions, IngestStats
-from kaudit_elk.sources import Record
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.events.envelopes import EnvelopeError, decode
+from kaudit_elk.base.errors import ConfigError, EngineError
+from kaudit_elk.ingest.bulk import Ingester, IngestOptions, IngestStats
+from kaudit_elk.events.sources import Record
 
 
 @dataclass(frozen=True)

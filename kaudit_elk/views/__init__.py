@@ -1,0 +1,1 @@
+"""What people look at: dashboards and saved searches (``dashboards``), the report (``report``)."""
