@@ -9,6 +9,7 @@ EXIT_USAGE = 2  # bad flags, config or input that stops the run
 EXIT_ENGINE = 3  # engine unreachable, TLS, auth, unsupported version
 EXIT_PARTIAL = 4  # the run finished but some records were dead-lettered / rejected
 EXIT_ALERTS = 10  # opt-in: alerts at or above --fail-on severity were raised
+EXIT_FINDINGS = 5  # policy check, verify, doctor: the check ran and found problems
 
 
 class KauditError(Exception):

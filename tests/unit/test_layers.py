@@ -11,7 +11,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "kaudit_elk"
-RANK = {"base": 0, "events": 1, "rules": 2, "cluster": 2, "ingest": 3, "detect": 3, "views": 3, "cli": 4}
+RANK = {"base": 0, "events": 1, "rules": 2, "cluster": 2, "ingest": 3, "detect": 3, "views": 3, "trail": 3,
+        "cli": 4}
 TOP_LEVEL_OK = {"__init__.py", "__main__.py"}
 
 

@@ -1,0 +1,1 @@
+"""The trail itself: audit policy and coverage, integrity verification, archive, deployment health."""
