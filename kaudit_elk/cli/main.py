@@ -278,42 +278,83 @@ def serve(
     namespace: NamespaceOpt = None,
     cluster: ClusterOpt = None,
     listen: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:8443",
-    tls_cert: Annotated[Optional[str], typer.Option(help="Server certificate (PEM) for HTTPS")] = None,
+    tls_cert: Annotated[Optional[str], typer.Option(help="Server certificate chain (PEM); HTTPS is the default")] = None,
     tls_key: Annotated[Optional[str], typer.Option(help="Server private key (PEM)")] = None,
-    client_ca: Annotated[Optional[str], typer.Option(help="CA that signed the apiserver's client certificate (mTLS)")] = None,
-    dead_letter: Annotated[str, typer.Option(help="Where undecodable batches/events go (NDJSON)")] = "kaudit-dead-letters.ndjson",
-    request_budget: Annotated[float, typer.Option(help="Seconds to retry the engine per batch before answering 503")] = 20.0,
+    client_ca: Annotated[Optional[str], typer.Option(help="CA bundle that signed the apiserver's client certificate (mTLS)")] = None,
+    client_name: Annotated[Optional[list[str]], typer.Option(help="Allowed client certificate name (CN or DNS SAN); repeatable; default any the CA signed")] = None,
+    token_file: Annotated[Optional[str], typer.Option(help="File of accepted bearer tokens, one per line [also env KAUDIT_SERVE_TOKEN]")] = None,
+    plain_http: Annotated[bool, typer.Option("--plain-http", help="Serve plain HTTP (loopback only unless --insecure)")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain HTTP or no authentication on a non-loopback address")] = False,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without client certificate or token")] = False,
+    spool_dir: Annotated[str, typer.Option(help="Spool directory: acknowledged batches wait here until shipped")] = "kaudit-spool",
+    spool_max_mb: Annotated[float, typer.Option(help="Unshipped MiB the spool holds before answering 503")] = 1024.0,
+    spool_max_age: Annotated[float, typer.Option(help="Seconds the oldest unshipped batch may wait before the spool answers 503")] = 86400.0,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body in MiB (413 above; Content-Length checked first)")] = 32.0,
+    max_inflight_mb: Annotated[float, typer.Option(help="Request MiB being received at once (429 above)")] = 256.0,
+    max_concurrent: Annotated[int, typer.Option(help="Requests received at once (429 above)")] = 32,
+    max_connections: Annotated[int, typer.Option(help="Open client connections (more are closed at once)")] = 1024,
+    handshake_timeout: Annotated[float, typer.Option(help="Seconds for a TLS handshake")] = 10.0,
+    read_timeout: Annotated[float, typer.Option(help="Longest pause, in seconds, within headers or body (408)")] = 30.0,
+    request_timeout: Annotated[float, typer.Option(help="Seconds to receive one whole body (408)")] = 60.0,
+    idle_timeout: Annotated[float, typer.Option(help="Seconds an idle keep-alive connection stays open")] = 120.0,
+    dead_letter: Annotated[str, typer.Option(help="Where undecodable batches/events go, with reasons (NDJSON, 0600)")] = "kaudit-dead-letters.ndjson",
+    batch_mb: Annotated[float, typer.Option(help="Spooled MiB per bulk request")] = 4.0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Receive the apiserver's audit webhook (EventList batches) and index them; 503 makes the apiserver retry."""
+    """Receive the apiserver's audit webhook: acknowledge each EventList after a durable local spool, ship it to the engine in the background.
+
+    Starts and acknowledges while the engine is unreachable (/readyz says shipping waits). Answers 503
+    (the apiserver retries) only when the spool is full. SIGTERM drains in-flight requests and says what
+    is left in the spool.
+    """
     console = Console(quiet)
 
     def body() -> None:
+        import logging
+
+        from kaudit_elk.base.errors import ConfigError
         from kaudit_elk.cluster.engine import connect
         from kaudit_elk.ingest.bulk import IngestOptions
-        from kaudit_elk.ingest.serve import ServeOptions, make_server
+        from kaudit_elk.ingest.serve import ServeOptions, read_tokens, serve_forever
+        from kaudit_elk.ingest.shipper import ShipOptions
+        from kaudit_elk.ingest.spool import SpoolLimits
 
+        logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                            format="%(asctime)s %(levelname)s %(message)s")
+        for noisy in ("opensearch", "elastic_transport", "elasticsearch", "aiohttp"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                  namespace=namespace, cluster=cluster)
         host, _, port = listen.rpartition(":")
         if not port.isdigit():
-            from kaudit_elk.base.errors import ConfigError
-
             raise ConfigError(f"--listen must be host:port, got {listen!r}")
-        engine = connect(settings)
-        options = ServeOptions(host=host or "127.0.0.1", port=int(port), tls_cert=tls_cert, tls_key=tls_key,
-                               client_ca=client_ca, request_budget=request_budget,
-                               ingest=IngestOptions(namespace=settings.namespace, cluster=settings.cluster,
-                                                    dead_letter=dead_letter))
-        server = make_server(engine, options)
-        scheme = "https" if tls_cert else "http"
-        console.info(f"receiving audit webhooks on {scheme}://{listen} -> {engine.info.label} "
-                     f"(stream logs-kubernetes.audit_logs-{settings.namespace})")
-        try:
-            server.serve_forever()
-        finally:
-            server.server_close()
-            console.info(f"stopped: {server.receiver.stats()}")  # type: ignore[attr-defined]
+        mib = 1024 * 1024
+        options = ServeOptions(
+            host=host.strip("[]") or "127.0.0.1", port=int(port), tls_cert=tls_cert, tls_key=tls_key,
+            client_ca=client_ca, client_names=tuple(client_name or ()), tokens=read_tokens(token_file),
+            plain_http=plain_http, insecure=insecure, no_auth=no_auth, spool_dir=spool_dir,
+            spool=SpoolLimits(max_bytes=int(spool_max_mb * mib), max_age=spool_max_age),
+            max_body_bytes=int(max_body_mb * mib), max_inflight_bytes=int(max_inflight_mb * mib),
+            max_concurrent=max_concurrent, max_connections=max_connections, handshake_timeout=handshake_timeout,
+            header_timeout=read_timeout, read_timeout=read_timeout, request_timeout=request_timeout,
+            idle_timeout=idle_timeout,
+            ship=ShipOptions(batch_bytes=int(batch_mb * mib), ingest=IngestOptions(
+                namespace=settings.namespace, cluster=settings.cluster, dead_letter=dead_letter)))
+
+        def started(receiver) -> None:  # type: ignore[no-untyped-def]
+            for warning in receiver.warnings:
+                console.warn(warning)
+            st = receiver.spool.stats()
+            scheme = "http" if plain_http else "https"
+            auth = " + ".join(a for a, on in (("mTLS", client_ca), ("bearer token", options.tokens)) if on) or "none"
+            console.info(f"receiving audit webhooks on {scheme}://{options.host}:{receiver.port} (auth: {auth}); "
+                         f"spool {spool_dir}: {st.records} batch(es), {st.bytes:,} bytes waiting; shipping to "
+                         f"{settings.url} (stream logs-kubernetes.audit_logs-{settings.namespace})")
+
+        report = serve_forever(options, lambda: connect(settings), on_started=started)
+        console.info(f"stopped: acknowledged {report.spooled_batches} batch(es), {report.spooled_bytes:,} bytes; "
+                     f"left in the spool {spool_dir}: {report.left_batches} batch(es), {report.left_bytes:,} bytes"
+                     + (" (they ship at the next start)" if report.left_batches else ""))
 
     run(console, body)
 

@@ -33,6 +33,12 @@ from kaudit_elk.events.sources import Record, read_records
 from kaudit_elk.cluster.templates import Names
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
+AUTH_FAILURES = frozenset({401, 403})
+
+
+class EngineAuthError(EngineError):
+    """The engine refused our credentials or permissions (401/403): nothing is dead-lettered for it,
+    the records stay where they are (file checkpoint, serve's spool) until the credentials work."""
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,15 @@ class DeadLetters:
         with self._lock:
             if self._fh is None:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "ab")
+                self._fh = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
             self._fh.write(orjson.dumps(entry) + b"\n")
             self._fh.flush()
+
+    def sync(self) -> None:
+        """Make what was written durable (serve commits its spool cursor only after this)."""
+        with self._lock:
+            if self._fh is not None:
+                os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         with self._lock:
@@ -290,6 +302,8 @@ class Ingester:
                 result = self.engine.request("POST", "/_bulk", body=payload, ndjson=True, params={
                     "pipeline": "_none", "filter_path": "errors,items.*.status,items.*.error"})
             except EngineRequestError as exc:
+                if exc.status in AUTH_FAILURES:
+                    raise EngineAuthError(f"the engine refused the bulk request: {exc}") from None
                 if exc.status not in RETRYABLE:
                     for it in pending:
                         self._dead(it.record, f"bulk request rejected: {exc}")
@@ -313,6 +327,8 @@ class Ingester:
                             self.stats.duplicates += 1
                     elif status in RETRYABLE:
                         retry.append(it)
+                    elif status in AUTH_FAILURES:
+                        raise EngineAuthError(f"the engine refused to write to {self.stream}: {_reason(res)}")
                     else:
                         self._dead(it.record, f"rejected by the engine: {_reason(res)}")
                 with self._lock:

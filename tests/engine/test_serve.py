@@ -1,46 +1,54 @@
-"""The audit webhook receiver against real engines, as the apiserver's webhook backend uses it."""
+"""The audit webhook receiver against real engines and the apiserver's own webhook backend.
+
+The client is tests/webhook-client: k8s.io/apiserver's plugin/pkg/audit/webhook behind
+plugin/pkg/audit/buffered, the code kube-apiserver runs for --audit-webhook-config-file.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
-from kaudit_elk.cluster.bootstrap import apply, build_plan
+from serve_support import Pki, indexed_keys, kubeconfig, make_pki, run_client
+
 from kaudit_elk.base.config import Settings
+from kaudit_elk.cluster.bootstrap import apply, build_plan
 from kaudit_elk.cluster.engine import Engine, connect
-from kaudit_elk.ingest.bulk import IngestOptions
-from kaudit_elk.ingest.serve import ServeOptions, make_server
 from kaudit_elk.cluster.templates import BootstrapOptions, Names
+from kaudit_elk.ingest.bulk import IngestOptions
+from kaudit_elk.ingest.serve import ServeOptions, ServerThread
+from kaudit_elk.ingest.shipper import ShipOptions
+from kaudit_elk.ingest.spool import SpoolLimits
+
+TOKEN = "t0ken-" + "a" * 32
 
 
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.load(resp)
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.load(exc)
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-class _Forwarder:
+class Forwarder:
     """A TCP forwarder in front of the engine that can be cut and restored (a network outage)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, up: bool = True) -> None:
         self.target_port = target_port
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
+        self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
-        self.up = True
+        self.up = up
         self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -81,63 +89,213 @@ class _Forwarder:
         self.conns.clear()
 
 
-@pytest.fixture
-def webhook(engine: Engine, tmp_path: Path) -> Iterator[tuple[str, Engine, str, _Forwarder, Path]]:
+def new_stream(engine: Engine) -> tuple[str, str]:
     namespace = f"hook{uuid.uuid4().hex[:8]}"
     options = BootstrapOptions(namespace=namespace)
     apply(engine, build_plan(engine, options), options)
-    port = int(engine.settings.url.rsplit(":", 1)[1])
-    fwd = _Forwarder(port)
-    via = connect(Settings(url=f"http://127.0.0.1:{fwd.port}", timeout=5))
-    dead = tmp_path / "dead.ndjson"
-    server = make_server(via, ServeOptions(port=0, request_budget=3.0, ingest=IngestOptions(
-        namespace=namespace, dead_letter=str(dead), backoff_initial=0.1, backoff_max=0.5)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/audit", engine, Names(namespace).stream, fwd, dead
-    server.shutdown()
-    server.server_close()
+    return namespace, Names(namespace).stream
 
 
-def _event_list(corpus_dir: Path) -> tuple[list[dict], bytes]:
+def ship_options(namespace: str, tmp: Path) -> ShipOptions:
+    return ShipOptions(backoff_initial=0.2, backoff_max=1.0, attempt_for=3.0, ingest=IngestOptions(
+        namespace=namespace, dead_letter=str(tmp / "dead.ndjson"), backoff_initial=0.1, backoff_max=0.5))
+
+
+@pytest.fixture
+def start_receiver(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
+    started: list[ServerThread] = []
+
+    def start(connect_fn: Callable[[], Engine], namespace: str, **kw) -> ServerThread:
+        kw.setdefault("spool_dir", str(tmp_path / f"spool{len(started)}"))
+        srv = ServerThread(ServeOptions(port=0, ship=ship_options(namespace, tmp_path), **kw), connect_fn)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        if srv.report is None:
+            srv.stop()
+
+
+def post(url: str, body: bytes, headers: dict | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60, context=context) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def get(url: str, headers: dict | None = None, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60, context=context) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def event_list(corpus_dir: Path) -> tuple[list[dict], bytes]:
     items = [json.loads(line) for line in (corpus_dir / "audit2rbac" / "demo.log").read_text().splitlines()]
     return items, json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).encode()
 
 
-def _count(engine: Engine, stream: str) -> int:
+def count(engine: Engine, stream: str) -> int:
     engine.request("POST", f"/{stream}/_refresh", ignore=(404,))
     body = engine.request("GET", f"/{stream}/_count", ignore=(404,))
     return body["count"] if body else 0
 
 
-def test_webhook_batches_are_indexed_once_even_when_resent(webhook, corpus_dir: Path) -> None:
-    url, engine, stream, _, _ = webhook
-    items, body = _event_list(corpus_dir)
-    status, answer = _post(url, body)
-    assert status == 200 and answer["indexed"] == len(items)
-    from kaudit_elk.events import fastpath
-    assert answer["native"] == (len(items) if fastpath.available() else 0)  # the fast path took every event
-    status, answer = _post(url, body)  # the apiserver retries a batch it thinks failed
-    assert status == 200 and answer["duplicates"] == len(items) and answer["indexed"] == 0
-    assert _count(engine, stream) == len(items)
+def metric(srv: ServerThread, name: str) -> float:
+    assert srv.receiver is not None
+    for line in srv.receiver.metrics.render().decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
 
 
-def test_garbage_gets_400_and_is_dead_lettered(webhook) -> None:
-    url, _, _, _, dead = webhook
-    status, answer = _post(url, b'{"kind": "EventList", "items": [')
-    assert status == 400 and "invalid JSON" in answer["error"]
-    status, answer = _post(url, b'{"hello": "world"}')
-    assert status == 400 and "not an audit event" in answer["error"]
-    entries = [json.loads(x) for x in dead.read_text().splitlines()]
-    assert [e["raw"] for e in entries] == ['{"kind": "EventList", "items": [', '{"hello": "world"}']
+def _mtls(pki: Pki, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    if cert:
+        ctx.load_cert_chain(str(cert), str(key))
+    return ctx
 
 
-def test_engine_outage_answers_503_then_the_retry_succeeds(webhook, corpus_dir: Path) -> None:
-    url, engine, stream, fwd, _ = webhook
-    items, body = _event_list(corpus_dir)
-    fwd.cut()
-    status, answer = _post(url, body)
-    assert status == 503 and "retry" in answer["error"]
+def test_real_webhook_backend_over_mtls_and_token_indexes_every_event_once(
+        engine: Engine, pki: Pki, start_receiver, tmp_path: Path) -> None:
+    namespace, stream = new_stream(engine)
+    srv = start_receiver(lambda: connect(engine.settings), namespace, tls_cert=str(pki.server_cert),
+                         tls_key=str(pki.server_key), client_ca=str(pki.ca), client_names=("kube-apiserver",),
+                         tokens=(TOKEN,))
+    cfg = kubeconfig(tmp_path / "hook.yaml", f"https://127.0.0.1:{srv.port}/audit", pki.ca,
+                     pki.client_cert, pki.client_key, TOKEN)
+    prefix = f"mtls-{uuid.uuid4().hex[:6]}"
+    summary, acked, code = run_client(cfg, 3000, prefix, tmp_path)
+    assert code == 0 and summary["failed"] == 0 and summary["delivered"] == 3000, summary
+    assert len(acked) == 3000 and summary["batches"] >= 8  # 400-event batches
+    assert {stage for _, stage in acked} == {"ResponseStarted", "ResponseComplete"}
+    wait_for(lambda: sum(indexed_keys(engine, stream, prefix).values()) >= 3000, what="3000 events indexed")
+    counts = indexed_keys(engine, stream, prefix)
+    assert set(counts) == acked and set(counts.values()) == {1}  # every event exactly once
+    assert metric(srv, "kaudit_ship_indexed_total") == 3000
+
+
+def test_bad_or_missing_credentials_get_401_or_403_and_nothing_is_stored(
+        engine: Engine, pki: Pki, start_receiver, tmp_path: Path) -> None:
+    namespace, stream = new_stream(engine)
+    srv = start_receiver(lambda: connect(engine.settings), namespace, tls_cert=str(pki.server_cert),
+                         tls_key=str(pki.server_key), client_ca=str(pki.ca), client_names=("kube-apiserver",),
+                         tokens=(TOKEN,))
+    url = f"https://127.0.0.1:{srv.port}/audit"
+    body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}'
+    good = _mtls(pki, pki.client_cert, pki.client_key)
+    assert post(url, body, {"Authorization": f"Bearer {TOKEN}"}, good)[0] == 200
+    assert post(url, body, {}, good)[0] == 401  # no token
+    assert post(url, body, {"Authorization": "Bearer " + "b" * 38}, good)[0] == 401  # wrong token
+    assert post(url, body, {"Authorization": f"Bearer {TOKEN}"}, _mtls(pki))[0] == 401  # no client certificate
+    other = _mtls(pki, pki.other_cert, pki.other_key)  # signed by the CA, but not the apiserver's name
+    assert post(url, body, {"Authorization": f"Bearer {TOKEN}"}, other)[0] == 403
+    assert get(f"https://127.0.0.1:{srv.port}/metrics", {}, good)[0] == 401  # /metrics is authenticated
+    assert get(f"https://127.0.0.1:{srv.port}/healthz", {}, _mtls(pki))[0] == 200  # /healthz is not
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        post(url, body, {"Authorization": f"Bearer {TOKEN}"}, _mtls(pki, pki.rogue_cert, pki.rogue_key))
+
+    # The real webhook backend with bad credentials: every batch refused, nothing indexed.
+    for name, cert, key, token in (("notoken", pki.client_cert, pki.client_key, None),
+                                   ("badtoken", pki.client_cert, pki.client_key, "x" * 40),
+                                   ("badname", pki.other_cert, pki.other_key, TOKEN)):
+        cfg = kubeconfig(tmp_path / f"{name}.yaml", url, pki.ca, cert, key, token)
+        summary, acked, code = run_client(cfg, 50, f"{name}-{uuid.uuid4().hex[:6]}", tmp_path)
+        assert code != 0 and summary["delivered"] == 0 and summary["failed"] == 50 and not acked, (name, summary)
+    assert count(engine, stream) == 0
+    rejected = srv.receiver.metrics.render().decode()  # type: ignore[union-attr]
+    assert 'kaudit_serve_rejected_total{reason="forbidden"}' in rejected
+    assert metric(srv, 'kaudit_serve_rejected_total{reason="unauthenticated"}') >= 3
+
+
+def test_resent_batches_are_indexed_once_and_garbage_is_refused_or_dead_lettered(
+        engine: Engine, start_receiver, corpus_dir: Path, tmp_path: Path) -> None:
+    namespace, stream = new_stream(engine)
+    srv = start_receiver(lambda: connect(engine.settings), namespace, plain_http=True, tokens=(TOKEN,))
+    url = f"http://127.0.0.1:{srv.port}/audit"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    items, body = event_list(corpus_dir)
+    assert post(url, body, auth)[0] == 200
+    assert post(url, body, auth)[0] == 200  # the apiserver retries a batch it thinks failed
+    wait_for(lambda: metric(srv, "kaudit_ship_indexed_total") + metric(srv, "kaudit_ship_duplicates_total")
+             >= 2 * len(items), what="both batches shipped")
+    assert count(engine, stream) == len(items)
+    assert metric(srv, "kaudit_ship_duplicates_total") == len(items)
+
+    status, answer = post(url, b"kind=EventList", auth)  # not JSON at all: refused, not spooled
+    assert status == 400 and "not a JSON" in answer["error"]
+    status, answer = post(url, b'{"hello": "world"}', auth)  # JSON but no audit events: acknowledged ...
+    assert status == 200
+    dead = tmp_path / "dead.ndjson"
+    wait_for(lambda: dead.exists() and dead.read_text().strip() != "", what="a dead letter")
+    entry = json.loads(dead.read_text().splitlines()[0])  # ... and dead-lettered whole, naming the request
+    assert entry["raw"] == '{"hello": "world"}' and answer["id"] in entry["source"]
+    assert "not an audit event" in entry["reason"]
+    assert (dead.stat().st_mode & 0o777) == 0o600
+
+
+def test_starts_and_acknowledges_while_the_engine_is_unreachable(
+        engine: Engine, start_receiver, corpus_dir: Path) -> None:
+    namespace, stream = new_stream(engine)
+    port = int(engine.settings.url.rsplit(":", 1)[1])
+    fwd = Forwarder(port, up=False)  # the engine cannot be reached when serve starts
+    via = Settings(url=f"http://127.0.0.1:{fwd.port}", timeout=5)
+    srv = start_receiver(lambda: connect(via), namespace, plain_http=True, tokens=(TOKEN,))
+    url = f"http://127.0.0.1:{srv.port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    items, body = event_list(corpus_dir)
+    for _ in range(3):
+        assert post(url + "/audit", body, auth)[0] == 200
+    wait_for(lambda: srv.receiver.shipper.state == "engine_unreachable", what="shipping waits")  # type: ignore
+    status, ready = get(url + "/readyz", auth)
+    ready = json.loads(ready)
+    assert status == 200 and ready["ready"] and "shipping waits" in ready["note"]
+    assert ready["spool"]["batches"] == 3
+    assert count(engine, stream) == 0
+    fwd.up = True  # the engine comes up
+    wait_for(lambda: count(engine, stream) == len(items), what="the spooled batches indexed")
+    wait_for(lambda: srv.receiver.spool.stats().records == 0, what="the spool empty")  # type: ignore
+    assert metric(srv, "kaudit_ship_duplicates_total") == 2 * len(items)
+    assert metric(srv, 'kaudit_ship_engine_errors_total{kind="unreachable"}') > 0
+
+
+def test_spool_full_answers_503_and_loses_nothing_acknowledged(
+        engine: Engine, start_receiver, corpus_dir: Path) -> None:
+    namespace, stream = new_stream(engine)
+    port = int(engine.settings.url.rsplit(":", 1)[1])
+    fwd = Forwarder(port, up=False)
+    via = Settings(url=f"http://127.0.0.1:{fwd.port}", timeout=5)
+    items, _ = event_list(corpus_dir)
+    srv = start_receiver(lambda: connect(via), namespace, plain_http=True, tokens=(TOKEN,),
+                         spool=SpoolLimits(max_bytes=200_000))
+    url = f"http://127.0.0.1:{srv.port}/audit"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    acked: list[str] = []
+    refused = []
+    for n in range(20):
+        batch = [dict(e, auditID=f"full-{n}-{i}") for i, e in enumerate(items)]
+        status, answer = post(url, json.dumps({"kind": "EventList", "items": batch}).encode(), auth)
+        (acked if status == 200 else refused).append((n, status, answer))
+    assert acked and refused  # some fit, the rest were refused
+    assert {status for _, status, _ in refused} == {503}
+    assert "spool full" in refused[0][2]["error"]
+    assert metric(srv, 'kaudit_serve_rejected_total{reason="spool_full_bytes"}') == len(refused)
+    assert get(url.replace("/audit", "/readyz"), auth)[0] == 503  # not ready while full
     fwd.up = True
-    status, answer = _post(url, body)
-    assert status == 200 and answer["indexed"] + answer["duplicates"] == len(items)
-    assert _count(engine, stream) == len(items)
+    wait_for(lambda: count(engine, stream) == len(acked) * len(items), what="every acknowledged event indexed")
+    wait_for(lambda: get(url.replace("/audit", "/readyz"), auth)[0] == 200, what="ready again")

@@ -1,0 +1,249 @@
+"""Ship what ``serve`` spooled: decode, normalize and bulk-index it with the delivery core of ``ingest``.
+
+The shipper reads spooled request bodies in order, turns them into bulk items (native fast path
+when installed), and hands each batch to :meth:`Shipper.ship_batch` — the one batch boundary of
+the write path — which delivers it with :class:`kaudit_elk.ingest.bulk.Ingester` (item
+classification, retries with backoff, idempotent ``_id``, 409 = duplicate, 4xx = dead letter).
+Only when every record of the batch is indexed, a known duplicate or durably dead-lettered does
+the spool cursor move past it: an acknowledged batch is eventually indexed or dead-lettered.
+
+When the engine is unreachable, or refuses our credentials (401/403), nothing is dead-lettered:
+the shipper keeps the batch, says why it waits (``state``, the log, ``/readyz``, metrics) and
+tries again with backoff, while the receiver keeps acknowledging into the spool.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import orjson
+
+from kaudit_elk.base.errors import EngineError
+from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.events.envelopes import EnvelopeError, decode
+from kaudit_elk.events.sources import Record
+from kaudit_elk.ingest.bulk import EngineAuthError, Ingester, IngestOptions, _Batch, _Item
+from kaudit_elk.ingest.metrics import ServeMetrics
+from kaudit_elk.ingest.spool import Position, Spool, SpoolRecord
+
+log = logging.getLogger("kaudit_elk.serve")
+
+_AUTH_TEXT = re.compile(r"HTTP 40[13]\b|authentication failed|permission denied|security_exception")
+
+
+@dataclass(frozen=True)
+class ShipOptions:
+    batch_bytes: int = 4 << 20  # spooled bytes read per bulk batch
+    attempt_for: float = 30.0  # seconds of engine retries inside one attempt before the shipper backs off
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    poll: float = 0.2  # seconds between looks at an empty spool
+    ingest: IngestOptions = IngestOptions()
+
+
+def split_body(payload: bytes) -> tuple[dict[str, Any], bytes]:
+    """A spooled record is one JSON line of request metadata, a newline, then the body as received."""
+    head, _, body = payload.partition(b"\n")
+    try:
+        meta = orjson.loads(head)
+    except orjson.JSONDecodeError:
+        meta = {}
+    return (meta if isinstance(meta, dict) else {}), body
+
+
+def spool_payload(meta: dict[str, Any], body: bytes) -> bytes:
+    return orjson.dumps(meta) + b"\n" + body
+
+
+def is_auth_failure(exc: EngineError) -> bool:
+    return isinstance(exc, EngineAuthError) or getattr(exc, "status", None) in (401, 403) \
+        or bool(_AUTH_TEXT.search(str(exc)))
+
+
+def _snapshot(ingester: Ingester) -> dict[str, Any]:
+    stats = ingester.stats.as_dict()
+    stats["reasons"] = dict(stats["reasons"])
+    return stats
+
+
+class _TimedEngine:
+    """The engine as the Ingester sees it, with each ``_bulk`` timed and engine failures counted."""
+
+    def __init__(self, engine: Engine, metrics: ServeMetrics) -> None:
+        self._engine = engine
+        self._metrics = metrics
+
+    def request(self, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return self._engine.request(method, path, *args, **kwargs)
+        except EngineError as exc:
+            status = getattr(exc, "status", None)
+            kind = "auth" if status in (401, 403) else "unreachable" if status is None else "retryable"
+            self._metrics.engine_errors.labels(kind).inc()
+            raise
+        finally:
+            if path == "/_bulk":
+                self._metrics.bulk_seconds.observe(time.monotonic() - started)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+class Shipper:
+    """The background thread that empties the spool into the engine."""
+
+    def __init__(self, spool: Spool, connect: Callable[[], Engine], options: ShipOptions, metrics: ServeMetrics) -> None:
+        self.spool = spool
+        self.connect = connect
+        self.options = options
+        self.metrics = metrics
+        self.ingest_options = replace(options.ingest, retry_for=options.attempt_for, checkpoint=None, follow=False)
+        self.ingester: Ingester | None = None
+        self.state = "starting"
+        self.detail = ""
+        self.engine_label = ""
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kaudit-shipper", daemon=True)
+
+    # -- control -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New records were spooled."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current attempt (records not yet delivered stay in the spool)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _set(self, state: str, detail: str = "") -> None:
+        if state != self.state or detail != self.detail:
+            if state in ("engine_unreachable", "engine_auth", "dead_letter_unwritable"):
+                log.warning("shipping waits (%s): %s; the receiver keeps acknowledging into the spool",
+                            state.replace("_", " "), detail)
+            elif self.state in ("engine_unreachable", "engine_auth", "dead_letter_unwritable"):
+                log.warning("shipping resumed")
+        self.state, self.detail = state, detail
+        self.metrics.set_state(state)
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "detail": self.detail, "engine": self.engine_label}
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        delay = self.options.backoff_initial
+        pending: tuple[list[_Item], Position, int] | None = None
+        while not self._stop.is_set():
+            try:
+                if self.ingester is None:
+                    engine = self.connect()
+                    self.ingester = Ingester(_TimedEngine(engine, self.metrics), self.ingest_options)  # type: ignore[arg-type]
+                    self.engine_label = engine.info.label
+                    log.info("shipping to %s", self.engine_label)
+                if pending is None:
+                    records, end = self.spool.read(self.spool.cursor, self.options.batch_bytes)
+                    if not records:
+                        self._set("idle")
+                        self._wake.wait(self.options.poll)
+                        self._wake.clear()
+                        continue
+                    pending = (self.prepare(records), end, len(records))
+                items, end, count = pending
+                self._set("shipping")
+                self.ship_batch(items)
+                self.ingester.dead.sync()
+                self.spool.commit(end, count)
+                pending = None
+                delay = self.options.backoff_initial
+            except EngineError as exc:
+                if is_auth_failure(exc):
+                    self._set("engine_auth", f"the engine refused the credentials: {exc}")
+                else:
+                    self.metrics.engine_errors.labels("unreachable").inc()
+                    self._set("engine_unreachable", str(exc))
+                self._pause(delay)
+                delay = min(delay * 2, self.options.backoff_max)
+            except OSError as exc:  # the dead-letter file cannot be written: keep everything, retry
+                self.metrics.engine_errors.labels("dead_letter_unwritable").inc()
+                self._set("dead_letter_unwritable", f"cannot write dead letters: {exc}")
+                pending = None  # rebuilt from the spool: some dead letters of it may be missing
+                self._pause(delay)
+                delay = min(delay * 2, self.options.backoff_max)
+            except Exception as exc:  # noqa: BLE001 - a bug must not silently stop shipping
+                log.exception("shipping failed unexpectedly; retrying (records stay in the spool)")
+                self._set("error", f"unexpected {type(exc).__name__}: {exc}")
+                pending = None
+                self._pause(delay)
+                delay = min(delay * 2, self.options.backoff_max)
+        self._set("stopped")
+
+    def _pause(self, seconds: float) -> None:
+        self._stop.wait(seconds * (0.75 + random.random() / 2))
+
+    # -- one batch -----------------------------------------------------------------------------
+    def prepare(self, records: list[SpoolRecord]) -> list[_Item]:
+        """Decode spooled bodies into bulk items; undecodable bodies and events are dead-lettered."""
+        assert self.ingester is not None
+        ing = self.ingester
+        items: list[_Item] = []
+        before = _snapshot(ing)
+        events_seen = 0
+        for rec in records:
+            meta, body = split_body(rec.payload)
+            where = f"webhook:{meta.get('peer', '?')} request {meta.get('id', '?')}"
+            try:
+                events = decode(orjson.loads(body))
+            except (orjson.JSONDecodeError, EnvelopeError) as exc:
+                what = "invalid JSON" if isinstance(exc, orjson.JSONDecodeError) else "not an audit event"
+                ing._dead(Record(where, 1, body, None, f"{what}: {exc}"), f"{what}: {exc}")
+                continue
+            events_seen += len(events)
+            for i, event in enumerate(events):
+                try:
+                    raw = orjson.dumps(event)
+                except orjson.JSONEncodeError:  # nested too deep to write back: the body is the evidence
+                    raw, prepared = body, None
+                else:
+                    prepared = ing.prepare(raw)
+                item = ing._to_item(Record(where, i + 1, raw, event if prepared is None else None, None, 0, prepared))
+                if item is not None:
+                    items.append(item)
+        self.metrics.events.inc(events_seen)
+        self._count(before, _snapshot(ing), shipped=False)
+        return items
+
+    def ship_batch(self, items: list[_Item]) -> None:
+        """Deliver one batch: returns when every item is indexed, a duplicate or dead-lettered.
+
+        This is the write path's batch boundary (one call per spool read); raises EngineError
+        (EngineAuthError for 401/403) when the engine cannot take it now — then nothing moves.
+        """
+        assert self.ingester is not None
+        before = _snapshot(self.ingester)
+        try:
+            if items:
+                self.ingester._send(_Batch(items, {}))
+        finally:
+            self._count(before, _snapshot(self.ingester), shipped=True)
+
+    def _count(self, before: dict[str, Any], after: dict[str, Any], shipped: bool) -> None:
+        m = self.metrics
+        if shipped:
+            m.indexed.inc(after["indexed"] - before["indexed"])
+            m.duplicates.inc(after["duplicates"] - before["duplicates"])
+        m.skipped.inc(after["skipped"] - before["skipped"])
+        for reason, n in after["reasons"].items():
+            delta = n - before["reasons"].get(reason, 0)
+            if delta:
+                m.dead.labels(reason).inc(delta)
