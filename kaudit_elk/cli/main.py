@@ -144,10 +144,16 @@ def bootstrap(
     dashboards_url: Annotated[Optional[str], typer.Option("--dashboards-url", envvar="KAUDIT_DASHBOARDS_URL", help="Also import the dashboards into this OpenSearch Dashboards")] = None,
     space: Annotated[Optional[str], typer.Option("--space", help="Kibana space for the dashboards")] = None,
     tenant: Annotated[Optional[str], typer.Option("--tenant", help="OpenSearch Security tenant for the dashboards")] = None,
+    create_roles: Annotated[bool, typer.Option("--create-roles", help="Also create or update the least-privilege roles kaudit-{writer,detector,reader,admin}-<namespace> (needs a security admin)")] = False,
+    create_api_key: Annotated[list[str], typer.Option("--create-api-key", metavar="ROLE", help="Elasticsearch: create an API key limited to this kaudit role and print it (id:key, base64) on stdout; repeatable")] = [],  # noqa: B006
+    api_key_expiration: Annotated[Optional[str], typer.Option("--api-key-expiration", help="Expiry of keys made by --create-api-key (e.g. 30d; default none)")] = None,
     output: OutputOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
-    """Install index templates, lifecycle policy and ingest pipeline (and dashboards) for the engine's flavor (idempotent)."""
+    """Install index templates, lifecycle policy and ingest pipeline (and dashboards) for the engine's flavor (idempotent).
+
+    With --create-roles, also the roles each command needs (README "Least privilege").
+    """
     console = Console(quiet)
 
     def body() -> None:
@@ -161,6 +167,20 @@ def bootstrap(
         options = BootstrapOptions(namespace=settings.namespace, cluster=settings.cluster,
                                    retention_days=retention_days, rollover_age=rollover_age, shards=shards,
                                    pipeline=pipeline)
+        from kaudit_elk.cluster import roles
+
+        unknown = [r for r in create_api_key if r not in roles.ROLES]
+        if unknown:
+            from kaudit_elk.base.errors import ConfigError
+
+            raise ConfigError(f"--create-api-key: unknown role {unknown[0]!r}; one of {', '.join(roles.ROLES)}")
+        definitions = roles.role_definitions(engine.flavor, settings.namespace)
+        if create_roles and dry_run:
+            for d in definitions:
+                console.data(f"role      {d.name:28} {roles.PURPOSE[d.role]}")
+        elif create_roles:
+            for name, action in roles.apply_roles(engine, definitions):
+                console.info(f"role {name}: {action}")
         the_plan = build_plan(engine, options, force=force)
         console.info(f"{engine.info.label} at {settings.url}")
         for note in the_plan.notes:
@@ -179,6 +199,9 @@ def bootstrap(
                 console.json(report)
             return
         changed = apply(engine, the_plan, options)
+        by_role = {d.role: d for d in definitions}
+        for role in create_api_key:
+            console.data(f"{by_role[role].name}\t{roles.create_api_key(engine, by_role[role], api_key_expiration)}")
         imports = []
         for flavor, target in (("kibana", kibana_url), ("opensearch", dashboards_url)):
             if not target:

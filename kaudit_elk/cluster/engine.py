@@ -34,6 +34,10 @@ class EngineRequestError(EngineError):
     def __init__(self, method: str, path: str, status: int, body: Any) -> None:
         self.method, self.path, self.status, self.body = method, path, status, body
         reason = _error_reason(body)
+        if status == 403:
+            from kaudit_elk.cluster.roles import missing_privilege
+
+            reason = missing_privilege(reason) or reason
         super().__init__(f"{method} {path} failed with HTTP {status}: {reason}")
 
 
@@ -168,11 +172,15 @@ def _http_get(settings: Settings, path: str) -> tuple[int, dict[str, str], bytes
         with urllib.request.urlopen(req, timeout=settings.timeout, context=ctx) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            what = "authentication failed" if exc.code == 401 else "permission denied"
+        if exc.code == 401:
             raise EngineError(
-                f"{settings.url}: {what} (HTTP {exc.code}); check --username/--password or --api-key"
+                f"{settings.url}: authentication failed (HTTP 401); check --username/--password or --api-key"
             ) from None
+        if exc.code == 403:
+            from kaudit_elk.cluster.roles import missing_privilege
+
+            detail = missing_privilege(exc.read().decode("utf-8", "replace")) or "permission denied"
+            raise EngineError(f"{settings.url}: GET {path}: {detail} (HTTP 403)") from None
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
     except urllib.error.URLError as exc:
         reason = exc.reason

@@ -328,7 +328,11 @@ class Ingester:
                     elif status in RETRYABLE:
                         retry.append(it)
                     elif status in AUTH_FAILURES:
-                        raise EngineAuthError(f"the engine refused to write to {self.stream}: {_reason(res)}")
+                        from kaudit_elk.cluster.roles import missing_privilege
+
+                        text = _reason(res)
+                        raise EngineAuthError(f"the engine refused to write to {self.stream}: "
+                                              f"{missing_privilege(text) or text}")
                     else:
                         self._dead(it.record, f"rejected by the engine: {_reason(res)}")
                 with self._lock:
