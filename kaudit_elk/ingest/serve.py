@@ -475,7 +475,8 @@ class Receiver:
         o = self.options
         self.runner = web.AppRunner(self.app(), handle_signals=False, access_log=None,
                                     keepalive_timeout=o.idle_timeout, shutdown_timeout=o.shutdown_grace,
-                                    max_line_size=8190, max_field_size=16384, max_headers=64)
+                                    max_line_size=8190, max_field_size=16384, max_headers=64,
+                                    lingering_time=0.5)  # after a 413, unread bodies are discarded 0.5 s at most
         await self.runner.setup()
         factory = self.runner.server
         assert factory is not None

@@ -34,6 +34,7 @@ from kaudit_elk.ingest.spool import Position, Spool, SpoolRecord
 
 log = logging.getLogger("kaudit_elk.serve")
 
+WAITING = frozenset({"engine_unreachable", "engine_auth", "dead_letter_unwritable", "error"})
 _AUTH_TEXT = re.compile(r"HTTP 40[13]\b|authentication failed|permission denied|security_exception")
 
 
@@ -129,10 +130,10 @@ class Shipper:
 
     def _set(self, state: str, detail: str = "") -> None:
         if state != self.state or detail != self.detail:
-            if state in ("engine_unreachable", "engine_auth", "dead_letter_unwritable"):
+            if state in WAITING:
                 log.warning("shipping waits (%s): %s; the receiver keeps acknowledging into the spool",
                             state.replace("_", " "), detail)
-            elif self.state in ("engine_unreachable", "engine_auth", "dead_letter_unwritable"):
+            elif self.state in WAITING:
                 log.warning("shipping resumed")
         self.state, self.detail = state, detail
         self.metrics.set_state(state)
@@ -160,10 +161,12 @@ class Shipper:
                         continue
                     pending = (self.prepare(records), end, len(records))
                 items, end, count = pending
-                self._set("shipping")
+                if self.state not in WAITING:  # while waiting, the state says so until a batch gets through
+                    self._set("shipping")
                 self.ship_batch(items)
                 self.ingester.dead.sync()
                 self.spool.commit(end, count)
+                self._set("shipping")
                 pending = None
                 delay = self.options.backoff_initial
             except EngineError as exc:

@@ -9,6 +9,7 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -130,3 +131,161 @@ def indexed_keys(engine: Engine, stream: str, prefix: str) -> Counter:
         if not agg["buckets"] or "after_key" not in agg:
             return counts
         after = agg["after_key"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SecuredElasticsearch:
+    """A real Elasticsearch with security on (file realm), run from a test engine's install with
+    its own config directory (ES_PATH_CONF) and data; users can lose and regain their role."""
+
+    url: str
+    home: Path
+    conf: Path
+    pid: int
+    admin: tuple[str, str]
+    writer: tuple[str, str]
+    run_user: str
+
+    def set_writer_role(self, role: str) -> None:
+        """Rewrite users_roles (the file realm reloads it within about 5 s)."""
+        lines = [f"superuser:{self.admin[0]}"] + ([f"{role}:{self.writer[0]}"] if role else [])
+        tmp = self.conf / "users_roles.tmp"
+        tmp.write_text("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o660)
+        if os.getuid() == 0:
+            shutil.chown(tmp, user=self.run_user)
+        os.replace(tmp, self.conf / "users_roles")
+
+    def stop(self) -> None:
+        import signal
+        import time
+
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            for _ in range(60):
+                os.kill(self.pid, 0)
+                time.sleep(0.5)
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+WRITER_ROLES = """kaudit_writer:
+  cluster: ["monitor"]
+  indices:
+    - names: ["logs-kubernetes.audit_logs-*"]
+      privileges: ["create_doc", "create_index", "auto_configure", "view_index_metadata", "read", "monitor"]
+"""
+
+
+def start_secured_elasticsearch(es_url: str, version: str = "8.19.7") -> SecuredElasticsearch:
+    """Start it beside the test Elasticsearch at ``es_url`` (same install, another config and ports)."""
+    import time
+    import urllib.request
+
+    engines_home = Path(os.environ.get("KAUDIT_ENGINES_HOME", "/var/tmp/kaudit-engines"))
+    port = es_url.rstrip("/").rsplit(":", 1)[1]
+    install = engines_home / f"elasticsearch-{version}-{port}"
+    if not (install / "bin" / "elasticsearch").exists():
+        pytest.skip(f"no Elasticsearch install at {install}")
+    http_port, transport_port = free_port(), free_port()
+    home = engines_home / f"serve-secured-es-{http_port}"
+    conf, data = home / "config", home / "data"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(install / "config", conf)
+    (conf / "elasticsearch.keystore").unlink(missing_ok=True)
+    for name in ("users", "users_roles"):
+        (conf / name).write_text("")
+    (conf / "elasticsearch.yml").write_text(
+        f"cluster.name: kaudit-serve-secured\nnode.name: secured\nnetwork.host: 127.0.0.1\n"
+        f"http.port: {http_port}\ntransport.port: {transport_port}\ndiscovery.type: single-node\n"
+        f"path.data: {data}\npath.logs: {home / 'logs'}\nxpack.security.enabled: true\n"
+        "xpack.security.http.ssl.enabled: false\nxpack.security.transport.ssl.enabled: false\n"
+        "resource.reload.interval.high: 1s\ncluster.routing.allocation.disk.threshold_enabled: false\n")
+    (conf / "roles.yml").write_text(WRITER_ROLES)
+    run_user = os.environ.get("KAUDIT_ENGINES_USER", "kaudit")
+    env = dict(os.environ, ES_PATH_CONF=str(conf), ES_JAVA_OPTS="-Xms256m -Xmx256m")
+    java = next((j for j in ("/usr/lib/jvm/java-17-openjdk-amd64", "/usr/lib/jvm/java-21-openjdk-amd64")
+                 if Path(j, "bin", "java").exists()), None)
+    if java:
+        env["ES_JAVA_HOME"] = java
+    admin, writer = ("kaudit-admin", "admin-" + os.urandom(6).hex()), ("kaudit-shipper", "ship-" + os.urandom(6).hex())
+    for user, password, role in (admin + ("superuser",), writer + ("kaudit_writer",)):
+        subprocess.run([str(install / "bin" / "elasticsearch-users"), "useradd", user, "-p", password, "-r", role],
+                       env=env, check=True, capture_output=True, timeout=120)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    pidfile = home / "es.pid"
+    prefix: list[str] = []
+    if os.getuid() == 0:
+        subprocess.run(["chown", "-R", run_user, str(home)], check=True)
+        prefix = ["runuser", "-u", run_user, "--", "env", *[f"{k}={env[k]}" for k in ("ES_PATH_CONF", "ES_JAVA_OPTS")],
+                  *([f"ES_JAVA_HOME={java}"] if java else [])]
+    subprocess.run([*prefix, str(install / "bin" / "elasticsearch"), "-d", "-p", str(pidfile)], env=env, check=True,
+                   capture_output=True, timeout=180)
+    url = f"http://127.0.0.1:{http_port}"
+    import base64
+
+    auth = "Basic " + base64.b64encode(f"{admin[0]}:{admin[1]}".encode()).decode()
+    for _ in range(180):
+        try:
+            req = urllib.request.Request(url + "/_cluster/health?wait_for_status=yellow&timeout=1s",
+                                         headers={"Authorization": auth})
+            with urllib.request.urlopen(req, timeout=5):
+                break
+        except OSError:
+            time.sleep(1)
+    else:
+        raise AssertionError(f"secured Elasticsearch did not start (see {home / 'logs'})")
+    return SecuredElasticsearch(url, home, conf, int(pidfile.read_text()), admin, writer, run_user)
+
+
+class ServeProcess:
+    """``kaudit-elk serve`` as its own process (for SIGKILL, SIGTERM and memory figures)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, port: int | None = None) -> None:
+        import sys
+
+        self.port = port or free_port()
+        self.args = [sys.executable, "-m", "kaudit_elk", "serve", "--listen", f"127.0.0.1:{self.port}", *args]
+        self.env = dict(os.environ, **env)
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready: "Callable[[], bool]") -> "ServeProcess":
+        import time
+
+        self._fh = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._fh, stderr=self._fh)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            if ready():
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"serve did not come up: {self.log.read_text()[-2000:]}")
+
+    def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(120)
+        self._fh.close()
+        return code
+
+    def peak_rss_mib(self) -> float:
+        """The process's peak resident set (VmHWM)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmHWM")

@@ -1,0 +1,214 @@
+"""``serve`` under load from the apiserver's own webhook backend, as ratios.
+
+    python bench/bench_serve.py [--url http://127.0.0.1:9200] [--seconds 10] [--rates 4000,20000,40000,60000]
+
+Intake: the webhook client (tests/webhook-client: k8s.io/apiserver's webhook + buffered backends,
+400-event batches) posts over TLS with a bearer token at increasing offered rates; one sender per
+4,000 events/s, like one apiserver each at its default ceiling (10 batches/s x 400). A rate is
+*sustained* when every event is acknowledged and the p99 acknowledgement of a batch is under 1 s.
+Figure: the highest sustained rate as a ratio to 4,000 events/s (target >= 10x). The engine runs
+beside serve, which ships while it acknowledges (acknowledgement never waits for it).
+
+Shipping: the same events, once spooled, drained into the engine by serve's shipper, as a ratio to
+``kaudit-elk ingest`` of the same events from a file into a fresh stream (target >= 0.8x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ingest import make_events  # noqa: E402
+
+from kaudit_elk.base.config import Settings  # noqa: E402
+from kaudit_elk.cluster.bootstrap import apply, build_plan  # noqa: E402
+from kaudit_elk.cluster.engine import connect  # noqa: E402
+from kaudit_elk.cluster.templates import BootstrapOptions, Names  # noqa: E402
+from kaudit_elk.ingest.bulk import IngestOptions, ingest  # noqa: E402
+
+TOKEN = "bench-" + uuid.uuid4().hex
+APISERVER_CEILING = 4000.0  # events/s: --audit-webhook-batch-throttle-qps 10 x --audit-webhook-batch-max-size 400
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_pki(d: Path) -> tuple[Path, Path, Path]:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+        "-subj", "/CN=bench ca")
+    (d / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=serve")
+    run("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt",
+        "-days", "1", "-extfile", "ext")
+    return d / "ca.crt", d / "tls.crt", d / "tls.key"
+
+
+class Serve:
+    def __init__(self, tmp: Path, url: str, namespace: str, ca: Path, cert: Path, key: Path) -> None:
+        self.port = free_port()
+        self.ctx = ssl.create_default_context(cafile=str(ca))
+        env = dict(os.environ, KAUDIT_URL=url, KAUDIT_NAMESPACE=namespace, KAUDIT_SERVE_TOKEN=TOKEN)
+        self.log = open(tmp / "serve.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kaudit_elk", "serve", "--listen", f"127.0.0.1:{self.port}", "--tls-cert",
+             str(cert), "--tls-key", str(key), "--spool-dir", str(tmp / f"spool-{namespace}"),
+             "--dead-letter", str(tmp / "dead.ndjson"), "--max-concurrent", "64"],
+            env=env, stdout=self.log, stderr=self.log)
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"https://127.0.0.1:{self.port}/healthz", context=self.ctx, timeout=2)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit("serve did not start: see serve.log")
+
+    def metrics(self) -> dict[str, float]:
+        req = urllib.request.Request(f"https://127.0.0.1:{self.port}/metrics",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        text = urllib.request.urlopen(req, context=self.ctx, timeout=10).read().decode()
+        out = {}
+        for line in text.splitlines():
+            m = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+            if m:
+                out[m.group(1)] = float(m.group(2))
+        return out
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(120)
+
+
+def kubeconfig(path: Path, port: int, ca: Path) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "s", "cluster": {"server": f"https://127.0.0.1:{port}/audit",
+                                               "certificate-authority": str(ca)}}],
+        "users": [{"name": "a", "user": {"token": TOKEN}}],
+        "contexts": [{"name": "c", "context": {"cluster": "s", "user": "a"}}], "current-context": "c"}))
+    return path
+
+
+def send(client: str, cfg: Path, events: int, rate: float, prefix: str, input_file: Path) -> dict:
+    senders = max(1, math.ceil(rate / APISERVER_CEILING))
+    proc = subprocess.run([client, "-kubeconfig", str(cfg), "-events", str(events), "-rate", str(rate),
+                           "-senders", str(senders), "-id-prefix", prefix, "-input", str(input_file),
+                           "-two-stage-every", "0", "-batch-max-wait", "1s"],
+                          capture_output=True, text=True, timeout=1800)
+    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith("{"))
+    return json.loads(line)
+
+
+def wait_shipped(serve: Serve, total: float, timeout: float = 1800) -> float:
+    """Seconds until the shipper has indexed (or found as duplicates) ``total`` events."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        m = serve.metrics()
+        if m.get("kaudit_ship_indexed_total", 0) + m.get("kaudit_ship_duplicates_total", 0) >= total:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise SystemExit("shipping did not finish")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds of traffic per offered rate")
+    ap.add_argument("--rates", default="4000,20000,40000,60000", help="offered events/s, comma-separated")
+    ap.add_argument("--ship-events", type=int, default=50000)
+    args = ap.parse_args()
+    client = subprocess.run([str(REPO / "tests" / "webhook-client" / "build.sh")], check=True, capture_output=True,
+                            text=True).stdout.strip().splitlines()[-1]
+    engine = connect(Settings(url=args.url))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    try:
+        ca, cert, key = make_pki(tmp)
+        templates = tmp / "events.ndjson"
+        events = make_events(args.ship_events)
+        templates.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+
+        def fresh() -> str:
+            namespace = f"bserve{uuid.uuid4().hex[:6]}"
+            options = BootstrapOptions(namespace=namespace)
+            apply(engine, build_plan(engine, options), options)
+            return namespace
+
+        # -- intake at increasing rates --------------------------------------------------------
+        namespace = fresh()
+        serve = Serve(tmp, args.url, namespace, ca, cert, key)
+        cfg = kubeconfig(tmp / "hook.yaml", serve.port, ca)
+        best = 0.0
+        total = 0
+        print(f"{'offered ev/s':>12} {'senders':>7} {'acked ev/s':>11} {'p50 s':>7} {'p99 s':>7} {'failed':>6}  sustained")
+        for rate in (float(r) for r in args.rates.split(",")):
+            n = int(rate * args.seconds)
+            s = send(client, cfg, n, rate, f"r{int(rate)}-{uuid.uuid4().hex[:4]}", templates)
+            total += s["delivered"]
+            ok = s["failed"] == 0 and s["delivered"] == n and s["ack_p99_seconds"] < 1.0
+            if ok:
+                best = max(best, s["delivered"] / s["elapsed_seconds"])
+            print(f"{rate:>12,.0f} {max(1, math.ceil(rate / APISERVER_CEILING)):>7} "
+                  f"{s['delivered'] / s['elapsed_seconds']:>11,.0f} {s['ack_p50_seconds']:>7.3f} "
+                  f"{s['ack_p99_seconds']:>7.3f} {s['failed']:>6}  {'yes' if ok else 'no'}", flush=True)
+        wait_shipped(serve, total)
+        rss = serve.peak_rss_mib()
+        serve.stop()
+        ratio = best / APISERVER_CEILING
+        print(f"intake: sustained {best:,.0f} events/s with p99 ack < 1 s = {ratio:.1f}x the apiserver's 4,000/s "
+              f"(target >= 10x {'OK' if ratio >= 10 else 'MISSED'}); serve peak RSS {rss:.0f} MiB")
+
+        # -- shipping vs ingest ----------------------------------------------------------------
+        namespace = fresh()
+        serve = Serve(tmp, "http://127.0.0.1:1", namespace, ca, cert, key)  # engine unreachable: spool only
+        cfg = kubeconfig(tmp / "hook2.yaml", serve.port, ca)
+        s = send(client, cfg, args.ship_events, 40000, "ship", templates)
+        assert s["delivered"] == args.ship_events, s
+        serve.stop()
+        spool_dir = tmp / f"spool-{namespace}"
+        serve = Serve(tmp, args.url, namespace, ca, cert, key)  # the same spool, now with the engine
+        ship_s = wait_shipped(serve, args.ship_events)
+        serve.stop()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+        log = tmp / "ingest.ndjson"
+        log.write_bytes(b"".join(orjson.dumps(dict(e, auditID=f"ing-{i}")) + b"\n" for i, e in enumerate(events)))
+        started = time.monotonic()
+        stats = ingest(engine, [str(log)], IngestOptions(namespace=fresh(), dead_letter=str(tmp / "dl.ndjson")))
+        ingest_s = time.monotonic() - started
+        assert stats.indexed == args.ship_events, stats
+        print(f"shipping: {args.ship_events / ship_s:,.0f} events/s from the spool vs ingest "
+              f"{args.ship_events / ingest_s:,.0f} events/s of the same events = {ingest_s / ship_s:.2f}x "
+              f"(target >= 0.8x {'OK' if ingest_s / ship_s >= 0.8 else 'MISSED'})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
