@@ -299,3 +299,62 @@ def test_spool_full_answers_503_and_loses_nothing_acknowledged(
     fwd.up = True
     wait_for(lambda: count(engine, stream) == len(acked) * len(items), what="every acknowledged event indexed")
     wait_for(lambda: get(url.replace("/audit", "/readyz"), auth)[0] == 200, what="ready again")
+
+
+def test_unwritable_dead_letter_file_pauses_shipping_and_loses_nothing(
+        engine: Engine, corpus_dir: Path, tmp_path: Path) -> None:
+    namespace, stream = new_stream(engine)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # the dead-letter file's parent is a file: it cannot be created
+    options = ServeOptions(port=0, plain_http=True, tokens=(TOKEN,), spool_dir=str(tmp_path / "spool"),
+                           ship=ShipOptions(backoff_initial=0.2, backoff_max=0.5, attempt_for=3.0,
+                                            ingest=IngestOptions(namespace=namespace,
+                                                                 dead_letter=str(blocker / "dead.ndjson"))))
+    srv = ServerThread(options, lambda: connect(engine.settings))
+    try:
+        url = f"http://127.0.0.1:{srv.port}/audit"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        items, body = event_list(corpus_dir)
+        assert post(url, b'{"not": "audit"}', auth)[0] == 200  # to be dead-lettered
+        assert post(url, body, auth)[0] == 200  # good events behind it
+        wait_for(lambda: srv.receiver.shipper.state == "dead_letter_unwritable", what="shipping paused")  # type: ignore
+        assert srv.receiver.spool.stats().records == 2  # type: ignore[union-attr]  # both kept
+        blocker.unlink()
+        blocker.mkdir()  # fixed
+        wait_for(lambda: count(engine, stream) == len(items), what="the good events indexed")
+        wait_for(lambda: srv.receiver.spool.stats().records == 0, what="the spool emptied")  # type: ignore
+        entries = [json.loads(x) for x in (blocker / "dead.ndjson").read_text().splitlines()]
+        assert [e["raw"] for e in entries] == ['{"not": "audit"}']
+        assert metric(srv, 'kaudit_ship_engine_errors_total{kind="dead_letter_unwritable"}') > 0
+    finally:
+        srv.stop()
+
+
+def test_sigterm_drains_and_says_what_is_left_in_the_spool(engine: Engine, corpus_dir: Path, tmp_path: Path) -> None:
+    import signal
+
+    from serve_support import ServeProcess
+
+    namespace, stream = new_stream(engine)
+    spool = tmp_path / "spool"
+    env = {"KAUDIT_URL": "http://127.0.0.1:1", "KAUDIT_NAMESPACE": namespace, "KAUDIT_SERVE_TOKEN": TOKEN}
+    args = ["--plain-http", "--spool-dir", str(spool), "--dead-letter", str(tmp_path / "dl.ndjson")]
+    serve = ServeProcess(args, env, tmp_path / "serve.log")
+
+    def up() -> bool:
+        try:
+            return get(f"http://127.0.0.1:{serve.port}/healthz")[0] == 200
+        except OSError:
+            return False
+
+    serve.start(up)  # the engine URL leads nowhere: everything stays in the spool
+    items, body = event_list(corpus_dir)
+    for _ in range(3):
+        assert post(f"http://127.0.0.1:{serve.port}/audit", body, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert serve.signal(signal.SIGTERM) == 0
+    log = (tmp_path / "serve.log").read_text()
+    assert "acknowledged 3 batch(es)" in log and "left in the spool" in log and ": 3 batch(es)" in log
+    serve.env["KAUDIT_URL"] = engine.settings.url  # the next start ships what was left
+    serve.start(up)
+    wait_for(lambda: count(engine, stream) == len(items), what="the left batches shipped")
+    assert serve.signal(signal.SIGTERM) == 0
