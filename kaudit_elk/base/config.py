@@ -6,6 +6,7 @@ Precedence: flag > environment variable > config file > default.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,6 +41,20 @@ class Settings:
             if out[secret]:
                 out[secret] = "***"
         return out
+
+
+#: A namespace ends up in index, template, pipeline and policy names (the data stream naming scheme:
+#: lowercase, no hyphen, at most 100 bytes).
+NAMESPACE_RE = re.compile(r"[a-z0-9][a-z0-9_.]{0,99}")
+
+
+def validate_namespace(name: str, source: str = "namespace") -> str:
+    """Return ``name`` if it is a valid namespace, else raise ConfigError (exit 2) saying why."""
+    if not NAMESPACE_RE.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"{source} {name!r} is invalid: use 1-100 lowercase letters, digits, '_' or '.', starting with "
+            "a letter or digit (no '-': it separates the parts of a data stream name)")
+    return name
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -105,6 +120,8 @@ def load_settings(
     for name, value in (flags or {}).items():
         if value is not None:
             merged[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    if "namespace" in merged:
+        validate_namespace(merged["namespace"])
     if merged.get("api_key") and (merged.get("username") or merged.get("password")):
         raise ConfigError("give either an API key or a username/password, not both")
     return replace(Settings(), **merged)

@@ -159,7 +159,7 @@ def bootstrap(
     def body() -> None:
         from kaudit_elk.cluster.bootstrap import apply, build_plan, diff
         from kaudit_elk.cluster.engine import connect
-        from kaudit_elk.cluster.templates import BootstrapOptions
+        from kaudit_elk.cluster.templates import BootstrapOptions, Names
 
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                  namespace=namespace, cluster=cluster)
@@ -181,7 +181,17 @@ def bootstrap(
         elif create_roles:
             for name, action in roles.apply_roles(engine, definitions):
                 console.info(f"role {name}: {action}")
+        from kaudit_elk.cluster.namespace import NotBootstrapped, squatter
+
+        squatting = squatter(engine, settings.namespace)
+        if squatting is not None and squatting.kind == "index":
+            raise NotBootstrapped(squatting.explain(Names(settings.namespace)))
         the_plan = build_plan(engine, options, force=force)
+        if squatting is not None:
+            the_plan.notes.append(f"{squatting.explain(Names(settings.namespace))}; "
+                                  + ("bootstrap would roll it over onto kaudit-elk's template" if dry_run
+                                     else "rolled over onto kaudit-elk's template (older backing indices keep "
+                                          "their mappings)"))
         console.info(f"{engine.info.label} at {settings.url}")
         for note in the_plan.notes:
             console.info(f"note: {note}")
@@ -199,6 +209,8 @@ def bootstrap(
                 console.json(report)
             return
         changed = apply(engine, the_plan, options)
+        if squatting is not None:
+            engine.request("POST", f"/{Names(settings.namespace).stream}/_rollover")
         by_role = {d.role: d for d in definitions}
         for role in create_api_key:
             console.data(f"{by_role[role].name}\t{roles.create_api_key(engine, by_role[role], api_key_expiration)}")
@@ -265,6 +277,9 @@ def ingest(
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                  namespace=namespace, cluster=cluster)
         engine = connect(settings)
+        from kaudit_elk.cluster.namespace import require_bootstrapped
+
+        require_bootstrapped(engine, settings.namespace)
         options = IngestOptions(namespace=settings.namespace, cluster=settings.cluster,
                                 batch_bytes=int(batch_mb * 1024 * 1024), workers=workers, retry_for=retry_for,
                                 dead_letter=dead_letter, checkpoint=checkpoint, keep_original=keep_original,

@@ -2,10 +2,14 @@
 
 Every record read ends in exactly one bucket of :class:`IngestStats`: indexed, duplicate (the
 ``_id`` already exists: re-ingest is harmless), skipped by the stage policy, or dead-lettered
-(undecodable input, wrong types, or a 4xx item rejection) with its raw bytes and the reason.
-429/5xx item results and connection failures are retried with exponential backoff. A checkpoint
-file (per input file: the byte offset up to which everything is settled) lets an interrupted run
-continue without re-sending or losing events.
+(undecodable input, wrong types, or a 400 item rejection) with its raw bytes and the reason.
+429/5xx item results and connection failures are retried with exponential backoff. A refusal of the
+write as a whole (401/403/404, a closed index, a cluster block, any non-retryable failure of the
+bulk request itself) is an engine error: the run stops, nothing is dead-lettered and the checkpoint
+stays before the refused batch. A checkpoint file (per input file, by its identity: the byte offset
+up to which everything is settled; see :mod:`kaudit_elk.events.checkpoint`) lets an interrupted or
+rotated run continue without losing events. Dead-letter files are created 0600 and can be given to
+``ingest`` again: their ``raw``/``raw_base64`` records are replayed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import orjson
@@ -29,11 +32,18 @@ from kaudit_elk.events import fastpath
 from kaudit_elk.cluster.engine import Engine, EngineRequestError
 from kaudit_elk.base.errors import EngineError, InputError
 from kaudit_elk.events.normalize import NormalizeError, NormalizeOptions, doc_id, normalize
+from kaudit_elk.base.files import open_private
+from kaudit_elk.events.checkpoint import Checkpoint, FileId
 from kaudit_elk.events.sources import Record, read_records
 from kaudit_elk.cluster.templates import Names
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 AUTH_FAILURES = frozenset({401, 403})
+#: Item results that say the target refuses every write (credentials, privileges, a closed or
+#: missing index, a cluster block): an engine error, not a bad record. Nothing is dead-lettered.
+REFUSED = frozenset({401, 403, 404})
+REFUSED_TYPES = frozenset({"security_exception", "cluster_block_exception", "index_closed_exception",
+                           "index_not_found_exception"})
 
 
 class EngineAuthError(EngineError):
@@ -83,10 +93,14 @@ class _Item:
     source: bytes
 
 
+#: Settled positions: (device, inode) -> (file identity, path, offset).
+Positions = dict[tuple[int, int], tuple[FileId, str, int]]
+
+
 @dataclass
 class _Batch:
     items: list[_Item]
-    checkpoint: dict[str, int]
+    checkpoint: Positions
 
 
 class DeadLetters:
@@ -110,8 +124,7 @@ class DeadLetters:
             return
         with self._lock:
             if self._fh is None:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                self._fh = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+                self._fh = open_private(self.path, "ab")  # raw audit events: 0600
             self._fh.write(orjson.dumps(entry) + b"\n")
             self._fh.flush()
 
@@ -128,29 +141,17 @@ class DeadLetters:
                 self._fh = None
 
 
-def load_checkpoint(path: str | None) -> dict[str, int]:
-    """Offsets recorded by an earlier run ({} when there is none)."""
-    if not path or not os.path.exists(path):
-        return {}
-    try:
-        data = orjson.loads(Path(path).read_bytes())
-    except orjson.JSONDecodeError:
-        raise InputError(f"checkpoint file {path} is not valid JSON; delete it to start over") from None
-    return {str(k): int(v) for k, v in (data.get("offsets") or {}).items()}
-
-
-def save_checkpoint(path: str, offsets: dict[str, int]) -> None:
-    tmp = f"{path}.tmp"
-    Path(tmp).write_bytes(orjson.dumps({"offsets": offsets, "updated": time.time()}))
-    os.replace(tmp, path)
-
-
 def event_key(event: dict[str, Any]) -> str:
     """The identity of a request: its auditID, or (without one) a digest of the whole event."""
     audit_id = event.get("auditID")
     if isinstance(audit_id, str) and audit_id:
         return audit_id
     return "sha:" + hashlib.blake2b(orjson.dumps(event, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+def _error_type(item_result: dict[str, Any]) -> str:
+    err = item_result.get("error")
+    return str(err.get("type", "")) if isinstance(err, dict) else ""
 
 
 def _reason(item_result: dict[str, Any]) -> str:
@@ -302,12 +303,8 @@ class Ingester:
                 result = self.engine.request("POST", "/_bulk", body=payload, ndjson=True, params={
                     "pipeline": "_none", "filter_path": "errors,items.*.status,items.*.error"})
             except EngineRequestError as exc:
-                if exc.status in AUTH_FAILURES:
-                    raise EngineAuthError(f"the engine refused the bulk request: {exc}") from None
-                if exc.status not in RETRYABLE:
-                    for it in pending:
-                        self._dead(it.record, f"bulk request rejected: {exc}")
-                    return
+                if exc.status not in RETRYABLE and exc.status != 0:  # 0: no status at all, retry
+                    raise self._refused(exc.status, str(exc), len(pending)) from None
                 result = None
             except EngineError:
                 result = None  # unreachable / connection reset: the engine may be restarting
@@ -327,12 +324,8 @@ class Ingester:
                             self.stats.duplicates += 1
                     elif status in RETRYABLE:
                         retry.append(it)
-                    elif status in AUTH_FAILURES:
-                        from kaudit_elk.cluster.roles import missing_privilege
-
-                        text = _reason(res)
-                        raise EngineAuthError(f"the engine refused to write to {self.stream}: "
-                                              f"{missing_privilege(text) or text}")
+                    elif status in REFUSED or _error_type(res) in REFUSED_TYPES:
+                        raise self._refused(status, f"HTTP {status}: {_reason(res)}", len(pending))
                     else:
                         self._dead(it.record, f"rejected by the engine: {_reason(res)}")
                 with self._lock:
@@ -347,11 +340,25 @@ class Ingester:
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.options.backoff_max)
 
+    def _refused(self, status: int, why: str, count: int) -> EngineError:
+        """The engine refuses the write as a whole: stop, dead-letter nothing, keep the checkpoint."""
+        kind = EngineAuthError if status in AUTH_FAILURES else EngineError
+        if status in AUTH_FAILURES:
+            from kaudit_elk.cluster.roles import missing_privilege
+
+            named = missing_privilege(why)
+            why = f"HTTP {status}: {named}; {why}" if named else why
+        return kind(
+            f"the engine refused writes to {self.stream} ({why}); stopped without dead-lettering: "
+            f"{count} event(s) of this batch and everything after it are not indexed and stay where they are "
+            "(the checkpoint does not move past them); fix the credentials/privileges or the index, then run again")
+
     # -- the run ------------------------------------------------------------------------------
-    def run(self, records: Iterable[Record]) -> IngestStats:
-        checkpoint: dict[str, int] = {}
-        last_offset: dict[str, int] = {}
-        safe: dict[str, int] = {}
+    def run(self, records: Iterable[Record], checkpoint: Checkpoint | None = None) -> IngestStats:
+        """Send ``records``; after each settled batch (in order) record the positions in ``checkpoint``."""
+        checkpoint = checkpoint if checkpoint is not None else Checkpoint(self.options.checkpoint)
+        last_offset: Positions = {}
+        safe: Positions = {}
         in_flight: deque[tuple[Future[None], _Batch]] = deque()
         items: list[_Item] = []
         size = 0
@@ -360,10 +367,9 @@ class Ingester:
         def settle(block: bool) -> None:
             while in_flight and (block or in_flight[0][0].done()):
                 fut, batch = in_flight.popleft()
-                fut.result()  # re-raises a batch that gave up
-                checkpoint.update(batch.checkpoint)
-                if self.options.checkpoint:
-                    save_checkpoint(self.options.checkpoint, checkpoint)
+                fut.result()  # re-raises a batch that gave up or was refused
+                if batch.checkpoint:
+                    checkpoint.update({fid: (path, off) for fid, path, off in batch.checkpoint.values()})
 
         with ThreadPoolExecutor(max_workers=max(1, self.options.workers)) as pool:
             def submit() -> None:
@@ -385,11 +391,13 @@ class Ingester:
                             self.stats.read += unreported
                         self.progress(unreported)
                         unreported = 0
-                    if record.source != "-":
-                        prev = last_offset.get(record.source)
-                        if prev is not None and record.offset != prev:
-                            safe[record.source] = prev  # the previous line is complete
-                        last_offset[record.source] = record.offset
+                    fid = record.file
+                    if fid is not None:
+                        key = (fid.dev, fid.ino)
+                        prev = last_offset.get(key)
+                        if prev is not None and record.offset != prev[2]:
+                            safe[key] = prev  # the previous line is complete
+                        last_offset[key] = (fid, record.source, record.offset)
                     item = self._to_item(record)
                     if item is not None:
                         items.append(item)
@@ -419,8 +427,9 @@ def ingest(
     progress: Callable[[int], None] | None = None,
 ) -> IngestStats:
     """Ingest files (or "-" for stdin) into the audit data stream; returns the counts."""
-    offsets = load_checkpoint(options.checkpoint)
+    checkpoint = Checkpoint(options.checkpoint)
     ingester = Ingester(engine, options, progress)
     prepare = ingester.prepare if ingester.native is not None else None
-    records = read_records(paths, follow=options.follow, start_offsets=offsets, prepare=prepare)
-    return ingester.run(records)
+    records = read_records(paths, follow=options.follow, prepare=prepare,
+                           checkpoint=checkpoint if options.checkpoint else None)
+    return ingester.run(records, checkpoint)

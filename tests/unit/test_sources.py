@@ -160,3 +160,124 @@ def test_follow_survives_copytruncate_and_waits_for_complete_lines(tmp_path):
     recs = _collect(read_records([str(path)], follow=True, poll_interval=0.02), 3)
     assert [r.event["auditID"] for r in recs] == ["a", "b", "c"]
     assert all(r.error is None for r in recs)
+
+
+# ---- checkpoints by file identity (issue 9, case 1) -----------------------------------------
+from kaudit_elk.events import sources as sources_mod  # noqa: E402
+from kaudit_elk.events.checkpoint import Checkpoint  # noqa: E402
+
+
+def _settle(ck: Checkpoint, recs) -> None:
+    """What ingest does once every record is indexed: remember the last offset of each file."""
+    ck.update({r.file: (r.source, r.offset) for r in recs if r.file is not None})
+
+
+def test_checkpoint_after_rename_rotation_reads_the_new_file_from_its_start(tmp_path):
+    log, ck_path = tmp_path / "audit.log", tmp_path / "ck.json"
+    log.write_bytes(b"".join(ev(f"old{i}") + b"\n" for i in range(3)))
+    ck = Checkpoint(str(ck_path))
+    _settle(ck, list(read_records([str(log)], checkpoint=ck)))
+    assert ck_path.stat().st_mode & 0o777 == 0o600
+    os.rename(log, tmp_path / "audit.log.1")
+    log.write_bytes(b"".join(ev(f"new{i}") + b"\n" for i in range(6)))  # longer than the old file
+    ck = Checkpoint(str(ck_path))
+    recs = list(read_records([str(log), str(tmp_path / "audit.log.1")], checkpoint=ck))
+    assert [r.event["auditID"] for r in recs] == [f"new{i}" for i in range(6)]
+    assert [r.line for r in recs] == [1, 2, 3, 4, 5, 6]
+
+
+def test_checkpoint_starts_over_when_the_inode_holds_another_file(tmp_path):
+    log = tmp_path / "audit.log"
+    log.write_bytes(ev("a") + b"\n" + ev("b") + b"\n")
+    ck = Checkpoint(None)
+    _settle(ck, list(read_records([str(log)], checkpoint=ck)))
+    with log.open("r+b") as fh:  # same inode, other content (what an inode reuse looks like)
+        fh.write(ev("x") + b"\n" + ev("y") + b"\n" + ev("z") + b"\n")
+    assert [r.event["auditID"] for r in read_records([str(log)], checkpoint=ck)] == ["x", "y", "z"]
+    log.write_bytes(ev("x") + b"\n")  # truncated below the recorded offset
+    assert [r.event["auditID"] for r in read_records([str(log)], checkpoint=ck)] == ["x"]
+
+
+def test_checkpoint_resumes_a_grown_file_with_the_files_line_numbers(tmp_path):
+    log = tmp_path / "audit.log"
+    log.write_bytes(ev("a") + b"\n\n" + ev("b") + b"\n")
+    ck = Checkpoint(str(tmp_path / "ck.json"))
+    _settle(ck, list(read_records([str(log)], checkpoint=ck)))
+    with log.open("ab") as fh:
+        fh.write(ev("c") + b"\n" + ev("d") + b"\n")
+    recs = list(read_records([str(log)], checkpoint=Checkpoint(str(tmp_path / "ck.json"))))
+    assert [(r.line, r.event["auditID"]) for r in recs] == [(4, "c"), (5, "d")]
+
+
+def test_old_path_keyed_checkpoint_is_not_trusted(tmp_path):
+    log, ck_path = tmp_path / "audit.log", tmp_path / "ck.json"
+    log.write_bytes(ev("a") + b"\n" + ev("b") + b"\n")
+    ck_path.write_text(json.dumps({"offsets": {str(log): len(ev("a")) + 1}}))
+    recs = list(read_records([str(log)], checkpoint=Checkpoint(str(ck_path))))
+    assert [r.event["auditID"] for r in recs] == ["a", "b"]
+
+
+def test_follow_resume_after_rotation_while_stopped_reads_the_new_file(tmp_path):
+    """--follow shares the logic: the log rotated while ingest was down."""
+    log = tmp_path / "audit.log"
+    log.write_bytes(ev("a") + b"\n" + ev("b") + b"\n")
+    ck = Checkpoint(str(tmp_path / "ck.json"))
+    _settle(ck, _collect(read_records([str(log)], follow=True, poll_interval=0.02, checkpoint=ck), 2))
+    os.rename(log, tmp_path / "audit.log.1")
+    log.write_bytes(b"".join(ev(x) + b"\n" for x in "cdefgh"))
+    recs = _collect(read_records([str(log)], follow=True, poll_interval=0.02,
+                                 checkpoint=Checkpoint(str(tmp_path / "ck.json"))), 6)
+    assert [r.event["auditID"] for r in recs] == list("cdefgh")
+    ck2 = Checkpoint(str(tmp_path / "ck.json"))
+    _settle(ck2, recs[:3])
+    with log.open("ab") as fh:
+        fh.write(ev("i") + b"\n")
+    recs = _collect(read_records([str(log)], follow=True, poll_interval=0.02, checkpoint=ck2), 4)
+    assert [(r.line, r.event["auditID"]) for r in recs] == [(4, "f"), (5, "g"), (6, "h"), (7, "i")]
+
+
+# ---- a broken first line (issue 9, case 4) --------------------------------------------------
+def test_broken_first_line_of_a_big_file_stays_in_line_mode(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources_mod, "WHOLE_DOCUMENT_MAX", 4096)
+    seen: list[int] = []
+    real = sources_mod._parses
+    monkeypatch.setattr(sources_mod, "_parses", lambda raw: seen.append(len(raw)) or real(raw))
+    path = tmp_path / "cut.log"
+    lines = [ev("first")[:30]] + [ev(f"e{i:04d}") for i in range(400)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    recs = list(read_records([str(path)]))
+    assert recs[0].line == 1 and recs[0].error.startswith("invalid JSON")
+    assert [(r.line, r.event["auditID"]) for r in recs[1:]] == [(i + 2, f"e{i:04d}") for i in range(400)]
+    assert max(seen) <= 4096 + len(lines[0]) + 1, "the whole file was read as one document"
+
+
+def test_line_numbers_count_newlines_only_not_carriage_returns(tmp_path):
+    """JSON allows \\r as whitespace; splitlines() would cut such a line in two and shift the rest."""
+    path = tmp_path / "cr.log"
+    cr_event = ev("cr").replace(b'"verb"', b'\r"verb"')
+    path.write_bytes(ev("first")[:30] + b"\n" + cr_event + b"\n" + ev("after") + b"\n")
+    recs = list(read_records([str(path)]))
+    assert [(r.line, r.event and r.event["auditID"]) for r in recs] == [(1, None), (2, "cr"), (3, "after")]
+
+
+def test_pretty_printed_document_is_still_read_whole(tmp_path):
+    path = tmp_path / "list.json"
+    events = [json.loads(ev(x)) for x in "abc"]
+    path.write_text(json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": events}, indent=2))
+    assert [r.event["auditID"] for r in read_records([str(path)])] == ["a", "b", "c"]
+
+
+# ---- dead letters are input again (issue 9, case 2) -----------------------------------------
+def test_dead_letter_file_replays_raw_and_raw_base64(tmp_path):
+    from kaudit_elk.events.sources import Record
+    from kaudit_elk.ingest.bulk import DeadLetters
+
+    dead = tmp_path / "dead.ndjson"
+    letters = DeadLetters(str(dead))
+    letters.write(Record("in.log", 1, ev("a") + b"\n", None, "rejected", 10), "rejected by the engine: x")
+    letters.write(Record("in.log", 2, b"\xff" + ev("b"), None, "invalid", 20), "invalid JSON: y")
+    letters.close()
+    assert dead.stat().st_mode & 0o777 == 0o600
+    recs = list(read_records([str(dead)]))
+    assert recs[0].event["auditID"] == "a" and recs[0].raw == ev("a") + b"\n"
+    assert recs[1].error.startswith("invalid JSON") and recs[1].raw == b"\xff" + ev("b")
