@@ -325,7 +325,10 @@ class Ingester:
                     elif status in RETRYABLE:
                         retry.append(it)
                     elif status in REFUSED or _error_type(res) in REFUSED_TYPES:
-                        raise self._refused(status, f"HTTP {status}: {_reason(res)}", len(pending))
+                        from kaudit_elk.cluster.roles import missing_privilege
+
+                        text = _reason(res)
+                        raise self._refused(status, f"HTTP {status}: {missing_privilege(text) or text}", len(pending))
                     else:
                         self._dead(it.record, f"rejected by the engine: {_reason(res)}")
                 with self._lock:
@@ -343,11 +346,6 @@ class Ingester:
     def _refused(self, status: int, why: str, count: int) -> EngineError:
         """The engine refuses the write as a whole: stop, dead-letter nothing, keep the checkpoint."""
         kind = EngineAuthError if status in AUTH_FAILURES else EngineError
-        if status in AUTH_FAILURES:
-            from kaudit_elk.cluster.roles import missing_privilege
-
-            named = missing_privilege(why)
-            why = f"HTTP {status}: {named}; {why}" if named else why
         return kind(
             f"the engine refused writes to {self.stream} ({why}); stopped without dead-lettering: "
             f"{count} event(s) of this batch and everything after it are not indexed and stay where they are "
