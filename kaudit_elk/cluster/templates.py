@@ -42,6 +42,10 @@ class Names:
         return f"kaudit-state-{self.namespace}"
 
     @property
+    def incidents_index(self) -> str:
+        return f"kaudit-incidents-{self.namespace}"
+
+    @property
     def pipeline(self) -> str:
         return f"kaudit-audit-{self.namespace}"
 
@@ -68,6 +72,10 @@ class Names:
     @property
     def state_template(self) -> str:
         return f"kaudit-state-{self.namespace}"
+
+    @property
+    def incidents_template(self) -> str:
+        return f"kaudit-incidents-{self.namespace}"
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,7 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
         retention_days=options.retention_days, rollover_age=options.rollover_age,
         rollover_size=options.rollover_size, policy_name=names.policy, lifecycle=caps.lifecycle,
         alerts_index=names.alerts_index, state_index=names.state_index,
+        incidents_index=names.incidents_index,
     )
 
     if caps.lifecycle == "ilm":
@@ -235,6 +244,7 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
         ("audit-index.json.j2", names.audit_template),
         ("alerts-index.json.j2", names.alerts_template),
         ("state-index.json.j2", names.state_template),
+        ("incidents-index.json.j2", names.incidents_template),
     ):
         body = json.loads(render("index_templates", template, meta=_meta("index_template"),
                                  default_pipeline=default_pipeline, **common))
