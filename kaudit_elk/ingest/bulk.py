@@ -172,7 +172,8 @@ class Ingester:
         self.engine = engine
         self.options = options
         self.stream = Names(options.namespace).stream
-        self.norm = NormalizeOptions(cluster=options.cluster, keep_original=options.keep_original)
+        self.norm = NormalizeOptions(cluster=options.cluster, namespace=options.namespace,
+                                      keep_original=options.keep_original)
         self.stats = IngestStats()
         self.dead = DeadLetters(options.dead_letter)
         self.progress = progress or (lambda n: None)
