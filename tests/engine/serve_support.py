@@ -112,7 +112,7 @@ def run_client(kubeconfig_path: Path, events: int, prefix: str, tmp: Path, *extr
 
 def indexed_keys(engine: Engine, stream: str, prefix: str) -> Counter:
     """How many documents each (auditID, stage) has in the stream, for auditIDs starting with prefix."""
-    engine.request("POST", f"/{stream}/_refresh", ignore=(404,))
+    engine.request("POST", f"/{stream}/_refresh", ignore=(404, 503))
     counts: Counter = Counter()
     after = None
     while True:
@@ -122,7 +122,7 @@ def indexed_keys(engine: Engine, stream: str, prefix: str) -> Counter:
             comp["after"] = after
         body = engine.request("POST", f"/{stream}/_search", {
             "size": 0, "query": {"prefix": {"kubernetes.audit.auditID": prefix}},
-            "aggs": {"k": {"composite": comp}}}, ignore=(404,))
+            "aggs": {"k": {"composite": comp}}}, ignore=(404, 503))
         if not body:
             return counts
         agg = body["aggregations"]["k"]
