@@ -9,7 +9,7 @@ moved into the judged period. Printed, all as ratios in the same run:
 
 * alerts and incidents (low+, medium+) on the judged period: alerts per incident;
 * behaviour-baseline alerts (scan --history) per 10k judged requests, by kind;
-* ``tune``: exceptions proposed from the history's alerts, then the judged period rescanned with them:
+* ``tune``: exceptions proposed from the alerts of the history's last ``--tune-days``, then the judged period rescanned with them:
   alerts before/after (the benign share) and the attack story's alerts before/after (recall).
 """
 
@@ -43,8 +43,9 @@ def _ts(line: str) -> str:
     return line[i + 18:i + 18 + 19] if i >= 0 else ""
 
 
-def split(corpus: Path, judge_days: float, out: Path) -> tuple[str, str, int]:
-    """history / judged files (the judged one with the attack story moved into its middle)."""
+def split(corpus: Path, judge_days: float, out: Path, tune_days: float) -> tuple[str, str, int, str]:
+    """history / judged files (the judged one with the attack story moved into its middle), and the last
+    ``tune_days`` of history for ``tune``."""
     last = ""
     with corpus.open() as fh:
         for line in fh:
@@ -52,12 +53,16 @@ def split(corpus: Path, judge_days: float, out: Path) -> tuple[str, str, int]:
             last = max(last, t)
     end = datetime.fromisoformat(last).replace(tzinfo=timezone.utc)
     cut = (end - timedelta(days=judge_days)).strftime("%Y-%m-%dT%H:%M:%S")
-    hist, judged = out / "history.ndjson", out / "judged.ndjson"
+    tune_cut = (end - timedelta(days=judge_days + tune_days)).strftime("%Y-%m-%dT%H:%M:%S")
+    hist, judged, recent = out / "history.ndjson", out / "judged.ndjson", out / "recent.ndjson"
     n = 0
-    with corpus.open() as fh, hist.open("w") as h, judged.open("w") as j:
+    with corpus.open() as fh, hist.open("w") as h, judged.open("w") as j, recent.open("w") as r:
         for line in fh:
-            if _ts(line) < cut:
+            t = _ts(line)
+            if t < cut:
                 h.write(line)
+                if t >= tune_cut:
+                    r.write(line)
             else:
                 j.write(line)
                 n += 1
@@ -69,7 +74,7 @@ def split(corpus: Path, judge_days: float, out: Path) -> tuple[str, str, int]:
                 if e.get(k):
                     e[k] = (datetime.fromisoformat(e[k].replace("Z", "+00:00")) + delta).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             j.write(json.dumps(e) + "\n")
-    return str(hist), str(judged), n
+    return str(hist), str(judged), n, str(recent)
 
 
 def _medium(alerts: list[dict]) -> list[dict]:
@@ -82,6 +87,7 @@ def main() -> int:
     ap.add_argument("--days", type=float, default=9)
     ap.add_argument("--nodes", type=int, default=12)
     ap.add_argument("--judge-days", type=float, default=1)
+    ap.add_argument("--tune-days", type=float, default=3, help="the last days of history tune reads")
     args = ap.parse_args()
     pack = load_rules([default_pack_dir()])
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,7 +100,7 @@ def main() -> int:
             with corpus.open("w") as fh:
                 for e in benign_events(days=args.days, nodes=args.nodes):
                     fh.write(json.dumps(e) + "\n")
-        hist, judged, benign_n = split(corpus, args.judge_days, work)
+        hist, judged, benign_n, recent = split(corpus, args.judge_days, work, args.tune_days)
         stats = ScanStats()
         alerts = list(scan([judged], pack, history=[hist], baselines=BaselineOptions(), stats=stats))
         requests = stats.events
@@ -115,7 +121,7 @@ def main() -> int:
               f"{10000 * len(_medium(base)) / max(benign_n, 1):.2f} medium+ per 10k benign requests; by kind {dict(kinds)}")
         print(f"medium+ benign alerts per 10k benign requests (pack + baselines): "
               f"{10000 * len(_medium(benign)) / max(benign_n, 1):.2f}")
-        history_alerts = list(scan([hist], pack, min_severity="low"))
+        history_alerts = list(scan([recent], pack, min_severity="low"))
         proposals = propose(history_alerts, pack)
         tuning = yaml.safe_load(render(proposals, total_alerts=len(history_alerts), span=None))
         tuned = load_rules([default_pack_dir()], tuning=tuning)
@@ -123,7 +129,7 @@ def main() -> int:
         attack_after = {a["kaudit"]["alert"]["id"] for a in after if (a.get("user") or {}).get("name") == ATTACKER}
         benign_after = [a for a in after if a["kaudit"]["alert"]["id"] not in attack_after]
         high = sum(p.high for p in proposals)
-        print(f"tune: {len(history_alerts)} history alerts -> {len(proposals)} proposals ({high} high/critical, "
+        print(f"tune ({args.tune_days:g} days of history): {len(history_alerts)} history alerts -> {len(proposals)} proposals ({high} high/critical, "
               f"commented out); benign alerts on the judged period {len(benign)} -> {len(benign_after)} "
               f"(medium+ {len(_medium(benign))} -> {len(_medium(benign_after))}), ratio "
               f"{len(benign_after) / max(len(benign), 1):.2f}x; attack alerts {len(attack)} -> {len(attack_after)} "

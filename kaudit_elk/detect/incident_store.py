@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 Alert = dict[str, Any]
 _PAGE = 1000
 _BOOKKEEPING = ("notified_signature", "notify_pending", "updated")
+#: What :func:`~kaudit_elk.rules.incidents.summarize` reads of a stored alert.
+_SUMMARY_FIELDS = ["@timestamp", "rule.id", "rule.name", "rule.title", "rule.level", "kaudit.alert.id",
+                   "kaudit.alert.severity", "kaudit.alert.first_event_time", "kaudit.alert.last_event_time", "tags",
+                   "user.name", "source.ip", "orchestrator.namespace"]
 
 
 @dataclass
@@ -114,7 +118,8 @@ def assign(engine: "Engine", names: Names, alerts: list[Alert], options: Inciden
 
 def incident_alerts(engine: "Engine", names: Names, iid: str) -> list[dict[str, Any]]:
     """Every stored alert of one incident."""
-    return [h["_source"] for h in _search(engine, names.alerts_index, {"term": {"kaudit.alert.incident_id": iid}})]
+    return [h["_source"] for h in _search(engine, names.alerts_index, {"term": {"kaudit.alert.incident_id": iid}},
+                                          source=_SUMMARY_FIELDS)]
 
 
 def stored_incidents(engine: "Engine", names: Names, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
