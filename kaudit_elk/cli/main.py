@@ -147,6 +147,7 @@ def bootstrap(
     create_roles: Annotated[bool, typer.Option("--create-roles", help="Also create or update the least-privilege roles kaudit-{writer,detector,reader,admin}-<namespace> (needs a security admin)")] = False,
     create_api_key: Annotated[list[str], typer.Option("--create-api-key", metavar="ROLE", help="Elasticsearch: create an API key limited to this kaudit role and print it (id:key, base64) on stdout; repeatable")] = [],  # noqa: B006
     api_key_expiration: Annotated[Optional[str], typer.Option("--api-key-expiration", help="Expiry of keys made by --create-api-key (e.g. 30d; default none)")] = None,
+    roles_only: Annotated[bool, typer.Option("--roles-only", help="With --create-roles/--create-api-key: do only that (a security admin's step); install nothing else")] = False,
     output: OutputOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
@@ -181,6 +182,16 @@ def bootstrap(
         elif create_roles:
             for name, action in roles.apply_roles(engine, definitions):
                 console.info(f"role {name}: {action}")
+        by_role = {d.role: d for d in definitions}
+        if roles_only:
+            if not (create_roles or create_api_key):
+                from kaudit_elk.base.errors import ConfigError
+
+                raise ConfigError("--roles-only needs --create-roles or --create-api-key")
+            if not dry_run:
+                for role in create_api_key:
+                    console.data(f"{by_role[role].name}\t{roles.create_api_key(engine, by_role[role], api_key_expiration)}")
+            return
         from kaudit_elk.cluster.namespace import NotBootstrapped, squatter
 
         squatting = squatter(engine, settings.namespace)
@@ -211,7 +222,6 @@ def bootstrap(
         changed = apply(engine, the_plan, options)
         if squatting is not None:
             engine.request("POST", f"/{Names(settings.namespace).stream}/_rollover")
-        by_role = {d.role: d for d in definitions}
         for role in create_api_key:
             console.data(f"{by_role[role].name}\t{roles.create_api_key(engine, by_role[role], api_key_expiration)}")
         imports = []
@@ -453,7 +463,7 @@ def _env_has_url() -> bool:
 
 # Command modules register themselves here; each owns one area of the CLI.
 _COMMAND_MODULES: tuple[str, ...] = ("kaudit_elk.cli.rules", "kaudit_elk.cli.detect", "kaudit_elk.cli.views",
-                                     "kaudit_elk.cli.trail", "kaudit_elk.cli.tune")
+                                     "kaudit_elk.cli.trail")
 
 
 def _register() -> None:

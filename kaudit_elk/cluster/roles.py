@@ -3,7 +3,7 @@
 Four roles per data stream namespace, named ``kaudit-<role>-<namespace>``:
 
 - ``writer``   ``ingest`` and ``serve``: append audit documents to the stream (no update, no delete)
-- ``detector`` ``detect``: read the audit stream; write alerts, incidents and the detection state
+- ``detector`` ``detect``: read the audit stream; write alerts and the detection state
 - ``reader``   ``report``, dashboards: read audit events, alerts and state
 - ``admin``    ``bootstrap`` and ``retention``: templates, pipeline, lifecycle policy, rollover/delete
 
@@ -55,7 +55,7 @@ def _patterns(names: Names) -> dict[str, list[str]]:
     stream = names.stream
     return {
         "audit": [stream, f".ds-{stream}-*"],
-        "alerts": [names.alerts_index, names.incidents_index],  # incidents are detect's output like alerts
+        "alerts": [names.alerts_index],
         "state": [names.state_index],
     }
 
@@ -67,8 +67,10 @@ def _es_body(role: str, names: Names) -> dict[str, Any]:
     if role == "writer":
         # read: ingest looks up ids only after a rollover, so a resend never duplicates an event;
         # maintenance: refresh at the end of `ingest --refresh`.
+        # state: read only, to tell that bootstrap ran before writing anything
         indices = [{"names": audit, "privileges": ["create_doc", "auto_configure", "view_index_metadata", "read",
-                                                   "maintenance"]}]
+                                                   "maintenance"]},
+                   {"names": p["state"], "privileges": ["read"]}]
     elif role == "detector":
         indices = [{"names": audit, "privileges": ["read", "view_index_metadata"]},
                    {"names": p["alerts"] + p["state"], "privileges": ["read", "write", "create_index",
@@ -98,7 +100,8 @@ def _os_body(role: str, names: Names) -> dict[str, Any]:
         index = [{"index_patterns": p["audit"], "allowed_actions": [
             "indices:data/write/index", "indices:data/write/bulk*", "indices:admin/mapping/put",
             "indices:admin/create", "indices:admin/data_stream/create", "indices:monitor/settings/get",
-            "indices:data/read/search", "indices:admin/refresh*"]}]
+            "indices:data/read/search", "indices:admin/refresh*", "indices:admin/mappings/get"]},
+                 {"index_patterns": p["state"], "allowed_actions": ["indices:data/read/get"]}]
     elif role == "detector":
         cluster = _OS_CLUSTER_BASE + ["indices:data/write/bulk", "indices:data/read/point_in_time/delete",
                                       "indices:data/read/search"]

@@ -66,11 +66,14 @@ def read_records(
     poll_interval: float = 0.5,
     prepare: Prepare = None,
     checkpoint: Checkpoint | None = None,
+    on_idle: Callable[[], None] | None = None,
 ) -> Iterator[Record]:
     """Yield Records from each path in turn ("-" = stdin); with ``follow`` tail files forever.
 
     Where a file starts: its offset in ``checkpoint`` (by file identity, so a rotated or replaced
-    file starts at 0), else ``start_offsets[path]`` (trusted as given), else 0.
+    file starts at 0), else ``start_offsets[path]`` (trusted as given), else 0. ``on_idle`` (follow
+    mode) is called whenever a poll found nothing new, so a consumer that batches can send what it
+    holds instead of waiting for a quiet file to grow.
     """
     offsets = dict(start_offsets or {})
     for path in paths:
@@ -84,7 +87,7 @@ def read_records(
         return offsets.pop(path, 0)  # once: a file that replaces it (rotation) starts at 0
 
     if follow:
-        yield from _follow(list(paths), start_of, poll_interval, prepare)
+        yield from _follow(list(paths), start_of, poll_interval, prepare, on_idle)
         return
     for path in paths:
         yield from _read_path(path, start_of, prepare)
@@ -333,7 +336,7 @@ class _Tail:
 
 
 def _follow(paths: list[str], start_of: Callable[[str, int], int], poll_interval: float,
-            prepare: Prepare = None) -> Iterator[Record]:
+            prepare: Prepare = None, on_idle: Callable[[], None] | None = None) -> Iterator[Record]:
     stdin = [p for p in paths if p == "-"]
     tails = [_Tail(p, start_of, prepare) for p in paths if p != "-"]
     try:
@@ -346,6 +349,8 @@ def _follow(paths: list[str], start_of: Callable[[str, int], int], poll_interval
                     got = True
                     yield rec
             if not got:
+                if on_idle is not None:
+                    on_idle()
                 time.sleep(poll_interval)
     finally:
         for tail in tails:

@@ -171,9 +171,9 @@ class Ingester:
     def __init__(self, engine: Engine, options: IngestOptions, progress: Callable[[int], None] | None = None) -> None:
         self.engine = engine
         self.options = options
+        self._on_idle: Callable[[], None] | None = None
         self.stream = Names(options.namespace).stream
-        self.norm = NormalizeOptions(cluster=options.cluster, namespace=options.namespace,
-                                      keep_original=options.keep_original)
+        self.norm = NormalizeOptions(cluster=options.cluster, keep_original=options.keep_original)
         self.stats = IngestStats()
         self.dead = DeadLetters(options.dead_letter)
         self.progress = progress or (lambda n: None)
@@ -352,6 +352,11 @@ class Ingester:
             f"{count} event(s) of this batch and everything after it are not indexed and stay where they are "
             "(the checkpoint does not move past them); fix the credentials/privileges or the index, then run again")
 
+    def idle(self) -> None:
+        """The input has nothing new for now (``--follow``): send the batch being filled."""
+        if self._on_idle is not None:
+            self._on_idle()
+
     # -- the run ------------------------------------------------------------------------------
     def run(self, records: Iterable[Record], checkpoint: Checkpoint | None = None) -> IngestStats:
         """Send ``records``; after each settled batch (in order) record the positions in ``checkpoint``."""
@@ -380,6 +385,15 @@ class Ingester:
                     settle(False)
                 in_flight.append((pool.submit(self._send, batch), batch))
                 settle(False)
+
+            def on_idle() -> None:  # --follow and nothing new: send what waits (a quiet file is not held back)
+                safe.update(last_offset)  # follow yields complete lines only
+                if items:
+                    submit()
+                else:
+                    settle(False)
+
+            self._on_idle = on_idle
 
             try:
                 unreported = 0
@@ -411,6 +425,7 @@ class Ingester:
                     submit()
                 settle(True)
             finally:
+                self._on_idle = None
                 for fut, _ in in_flight:
                     fut.cancel()
                 self.dead.close()
@@ -430,5 +445,5 @@ def ingest(
     ingester = Ingester(engine, options, progress)
     prepare = ingester.prepare if ingester.native is not None else None
     records = read_records(paths, follow=options.follow, prepare=prepare,
-                           checkpoint=checkpoint if options.checkpoint else None)
+                           checkpoint=checkpoint if options.checkpoint else None, on_idle=ingester.idle)
     return ingester.run(records, checkpoint)

@@ -281,3 +281,21 @@ def test_dead_letter_file_replays_raw_and_raw_base64(tmp_path):
     recs = list(read_records([str(dead)]))
     assert recs[0].event["auditID"] == "a" and recs[0].raw == ev("a") + b"\n"
     assert recs[1].error.startswith("invalid JSON") and recs[1].raw == b"\xff" + ev("b")
+
+
+def test_follow_calls_on_idle_when_the_file_is_quiet(tmp_path):
+    """A batching consumer is told when nothing new came, so a quiet file's last events are sent."""
+    path = tmp_path / "audit.log"
+    path.write_text(json.dumps({"kind": "Event", "auditID": "a", "stage": "ResponseComplete"}) + "\n")
+    idle: list[int] = []
+
+    def quiet() -> None:  # the first idle poll: the consumer hears of it, then the writer writes again
+        idle.append(1)
+        if len(idle) == 1:
+            with path.open("a") as fh:
+                fh.write(json.dumps({"kind": "Event", "auditID": "b", "stage": "ResponseComplete"}) + "\n")
+
+    gen = read_records([str(path)], follow=True, poll_interval=0.01, on_idle=quiet)
+    assert next(gen).line == 1 and not idle  # not idle while there is data
+    assert next(gen).line == 2 and idle == [1]
+    gen.close()
