@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from enum import Enum
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Optional
 
@@ -11,7 +12,9 @@ import typer
 from kaudit_elk.cli.main import (
     ApiKeyOpt, CaOpt, ConfigOpt, NamespaceOpt, PasswordOpt, QuietOpt, UrlOpt, UserOpt, VerifyOpt, settings_from,
 )
-from kaudit_elk.cli.rules import DisableOpt, ExcOpt, NoPackOpt, RulesDirOpt, SevOpt, Severity, load_pack
+from kaudit_elk.cli.rules import (
+    DisableOpt, ExcOpt, GapOpt, NoPackOpt, RulesDirOpt, SevOpt, Severity, SpanOpt, incident_options, load_pack,
+)
 from kaudit_elk.cli.console import Console, run
 from kaudit_elk.base.errors import EXIT_ALERTS, ConfigError
 
@@ -36,6 +39,12 @@ def parse_time(text: str, option: str, now: datetime) -> datetime:
     except ValueError:
         raise ConfigError(f"{option}: expected ISO8601 or now-<duration>, got {text!r}") from None
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+class Notify(str, Enum):
+    alerts = "alerts"
+    incidents = "incidents"
+    both = "both"
 
 
 def register(app: typer.Typer) -> None:
@@ -65,6 +74,12 @@ def register(app: typer.Typer) -> None:
         webhook: Annotated[list[str], typer.Option("--webhook", help="POST new alerts as JSON to this URL (repeatable)")] = [],  # noqa: B006
         alertmanager: Annotated[list[str], typer.Option("--alertmanager", help="Alertmanager base URL (repeatable)")] = [],  # noqa: B006
         stdout: Annotated[bool, typer.Option("--stdout/--no-stdout", help="Print new alerts as NDJSON on stdout")] = True,
+        notify: Annotated[Notify, typer.Option("--notify", help="Announce alerts, incidents (one per actor, again only when it escalates) or both")] = Notify.alerts,
+        incidents: Annotated[bool, typer.Option("--incidents/--no-incidents", help="Group stored alerts into incidents in kaudit-incidents-<namespace>")] = True,
+        incident_gap: GapOpt = "2h",
+        incident_max_span: SpanOpt = "24h",
+        baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Judge each identity's closed hours against its own history (aggregations; 7 days warm-up)")] = False,
+        incident_min_severity: Annotated[Severity, typer.Option("--incident-min-severity", help="Announce incidents at or above this severity")] = Severity.medium,
         fail_on: Annotated[Optional[Severity], typer.Option("--fail-on", help=f"Exit {EXIT_ALERTS} when a new alert is at or above this severity")] = None,
         loop: Annotated[bool, typer.Option("--loop", help="Keep running, one run every --interval")] = False,
         interval: Annotated[str, typer.Option(help="Time between runs with --loop")] = "1m",
@@ -76,6 +91,8 @@ def register(app: typer.Typer) -> None:
         def body() -> int:
             from kaudit_elk.detect.scheduled import DetectOptions, run_detect
             from kaudit_elk.cluster.engine import connect
+            from kaudit_elk.detect.incident_store import IncidentRun
+            from kaudit_elk.rules.baselines import BaselineOptions
             from kaudit_elk.detect.outputs import AlertmanagerOutput, StdoutOutput, WebhookOutput
             from kaudit_elk.rules.alerts import severity_rank
 
@@ -96,20 +113,30 @@ def register(app: typer.Typer) -> None:
             pause = parse_duration(interval, "--interval").total_seconds()
             pack = load_pack(rules_dir, disable, severity_override, exceptions, no_default_rules)
             engine = connect(settings)
-            outputs: list[Any] = []
+            targets: list[Any] = []
             if stdout:
-                outputs.append(StdoutOutput(console.data))
-            outputs += [WebhookOutput(u, verify=settings.verify_certs) for u in webhook]
-            outputs += [AlertmanagerOutput(u, verify=settings.verify_certs) for u in alertmanager]
+                targets.append(StdoutOutput(console.data))
+            targets += [WebhookOutput(u, verify=settings.verify_certs) for u in webhook]
+            targets += [AlertmanagerOutput(u, verify=settings.verify_certs) for u in alertmanager]
+            outputs = targets if notify is not Notify.incidents else []
+            if notify is not Notify.alerts and not incidents:
+                raise ConfigError("--notify incidents needs incidents (drop --no-incidents)")
+            grouping = IncidentRun(incident_options(incident_gap, incident_max_span),
+                                   incident_min_severity.value,
+                                   targets if notify is not Notify.alerts else []) if incidents else None
             worst = -1
             while True:
-                result = run_detect(engine, pack, options, outputs)
+                result = run_detect(engine, pack, options, outputs, incidents=grouping,
+                                    baselines=BaselineOptions() if baselines else None)
+                for note in dict.fromkeys(result.notes):
+                    console.info(note)
                 for a in result.new_alerts:
                     worst = max(worst, severity_rank(a["kaudit"]["alert"]["severity"]))
                 span = (f"{result.windows[0][0]:%Y-%m-%d %H:%M:%S} .. {result.windows[-1][1]:%Y-%m-%d %H:%M:%S} UTC "
                         f"in {len(result.windows)} step(s)") if result.windows else "nothing new to search"
                 console.info(f"detect: {len(pack.rules)} rules, {span}: {len(result.new_alerts)} new alert(s), "
-                             f"{result.known_alerts} already known, {result.renotified} re-sent")
+                             f"{result.known_alerts} already known, {result.renotified} re-sent, "
+                             f"{len(result.incidents)} incident(s) new or escalated")
                 if not loop:
                     break
                 time.sleep(pause)

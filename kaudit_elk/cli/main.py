@@ -463,7 +463,7 @@ def _env_has_url() -> bool:
 
 # Command modules register themselves here; each owns one area of the CLI.
 _COMMAND_MODULES: tuple[str, ...] = ("kaudit_elk.cli.rules", "kaudit_elk.cli.detect", "kaudit_elk.cli.views",
-                                     "kaudit_elk.cli.trail")
+                                     "kaudit_elk.cli.trail", "kaudit_elk.cli.tune")
 
 
 def _register() -> None:

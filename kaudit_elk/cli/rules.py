@@ -35,6 +35,26 @@ DisableOpt = Annotated[list[str], typer.Option("--disable", help="Rule id or nam
 SevOpt = Annotated[list[str], typer.Option("--severity-override", help="ID=LEVEL (repeatable)")]
 ExcOpt = Annotated[Optional[Path], typer.Option("--exceptions", help="Tuning YAML: exceptions, placeholders, disable, severity")]
 NoPackOpt = Annotated[bool, typer.Option("--no-default-rules", help="Use only --rules-dir folders, not the shipped pack")]
+GapOpt = Annotated[str, typer.Option("--incident-gap", help="Quiet time after which an actor's next alert opens a new incident")]
+SpanOpt = Annotated[str, typer.Option("--incident-max-span", help="Longest an incident stays open from its first alert")]
+
+
+def incident_options(gap: str, max_span: str):
+    """IncidentOptions from the --incident-gap/--incident-max-span durations."""
+    from kaudit_elk.cli.detect import parse_duration
+    from kaudit_elk.rules.incidents import IncidentOptions
+
+    return IncidentOptions(gap=parse_duration(gap, "--incident-gap").total_seconds(),
+                           max_span=parse_duration(max_span, "--incident-max-span").total_seconds())
+
+
+def incident_row(doc: dict[str, Any]) -> str:
+    """One incident as a table line: first alert, severity, risk, alerts, actor, tactic progression."""
+    i = doc["kaudit"]["incident"]
+    who = f"{i['actor'].get('identity') or (i['identities'] or ['?'])[0]} @ {i['actor'].get('source_ip') or '?'}"
+    steps = " > ".join(i["tactics"]) or "-"
+    return (f"{(i['first_alert_time'] or '')[:19]:19}  {i['severity']:13}  risk {i['risk_score']:<5}  "
+            f"{i['alert_count']:>4} alerts  {len(i['rules']):>3} rules  {who[:60]:60}  {steps}")
 
 
 def load_pack(rules_dir: list[Path] | None = None, disable: list[str] | None = None,
@@ -86,6 +106,10 @@ def register(app: typer.Typer) -> None:
         min_severity: Annotated[Severity, typer.Option("--min-severity", help="Hide alerts below this severity")] = Severity.low,
         fmt: Annotated[TableOrNdjson, typer.Option("--format", help="table (people) or ndjson (one alert per line)")] = TableOrNdjson.table,
         fail_on: Annotated[Optional[Severity], typer.Option("--fail-on", help=f"Exit {EXIT_ALERTS} if any alert is at or above this severity")] = None,
+        baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="Judge each identity against its own history (hour of week, rate, new addresses, retrieval volume); default on with --history")] = None,
+        incidents: Annotated[bool, typer.Option("--incidents", help="Print incidents (alerts of one actor grouped, with a risk score) instead of alerts")] = False,
+        incident_gap: GapOpt = "2h",
+        incident_max_span: SpanOpt = "24h",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary on stderr")] = False,
     ) -> None:
         """Run the detection rules on audit log files, with no cluster (no PATH: the shipped sample)."""
@@ -104,19 +128,37 @@ def register(app: typer.Typer) -> None:
             stats = ScanStats()
             progress = console.progress("events")
             worst = -1
+            grouping = incident_options(incident_gap, incident_max_span) if incidents else None
+            collected: list[dict[str, Any]] = []
             try:
+                from kaudit_elk.rules.baselines import BaselineOptions
+
+                judge = BaselineOptions() if (baselines if baselines is not None else bool(history)) else None
                 for alert in do_scan(targets, pack, min_severity=min_severity.value, history=history, stats=stats,
-                                     on_error=console.warn, on_event=progress.advance):
+                                     on_error=console.warn, on_event=progress.advance, baselines=judge):
                     worst = max(worst, severity_rank(alert["kaudit"]["alert"]["severity"]))
-                    if fmt is TableOrNdjson.ndjson:
+                    if grouping is not None:
+                        collected.append(alert)
+                    elif fmt is TableOrNdjson.ndjson:
                         console.json(alert)
                     else:
                         progress.close()
                         console.data(_alert_row(alert))
             finally:
                 progress.close()
+            summary = ""
+            if grouping is not None:
+                from kaudit_elk.rules.incidents import build_incidents
+
+                found = build_incidents(collected, grouping)
+                for doc in found:
+                    worst = max(worst, doc["kaudit"]["incident"]["severity_rank"])
+                    console.json(doc) if fmt is TableOrNdjson.ndjson else console.data(incident_row(doc))
+                summary = f" in {len(found)} incident(s)"
+            if stats.baseline_note:
+                console.info(stats.baseline_note)
             console.info(f"{stats.events} events, {stats.errors} unreadable records, {stats.alerts} alerts "
-                         f"(>= {min_severity.value}) from {len(pack.rules)} rules")
+                         f"(>= {min_severity.value}){summary} from {len(pack.rules)} rules")
             if fail_on is not None and worst >= severity_rank(fail_on.value):
                 return EXIT_ALERTS
             return 0

@@ -79,6 +79,7 @@ class Capabilities:
     data_streams: bool = True
     lifecycle: str | None = None  # "ilm", "ism" or None (client-side retention only)
     painless: bool = False
+    constant_keyword: bool = False  # the constant_keyword field type (data_stream.* is keyword without it)
 
     def has_processors(self, names: Iterable[str]) -> bool:
         return set(names) <= self.ingest_processors
@@ -89,6 +90,7 @@ class Capabilities:
             "data_streams": self.data_streams,
             "lifecycle": self.lifecycle,
             "painless": self.painless,
+            "constant_keyword": self.constant_keyword,
             "ingest_processors": sorted(self.ingest_processors),
             "modules": sorted(self.modules),
             "plugins": sorted(self.plugins),
@@ -134,6 +136,7 @@ def capabilities_from_nodes(info: EngineInfo, nodes_body: dict[str, Any]) -> Cap
             frozenset(modules), frozenset(plugins), frozenset(processors),
             flat_type="flat_object", data_streams=True, lifecycle=lifecycle,
             painless="lang-painless" in modules,
+            constant_keyword=info.version >= (2, 14, 0),  # a core mapper type since OpenSearch 2.14
         )
     lifecycle = "ilm" if "x-pack-ilm" in modules else None
     return Capabilities(
@@ -143,6 +146,7 @@ def capabilities_from_nodes(info: EngineInfo, nodes_body: dict[str, Any]) -> Cap
         data_streams=True,
         lifecycle=lifecycle,
         painless="lang-painless" in modules,
+        constant_keyword="constant-keyword" in modules,  # x-pack module (absent from the integ-test zip)
     )
 
 

@@ -3,7 +3,7 @@
 Four roles per data stream namespace, named ``kaudit-<role>-<namespace>``:
 
 - ``writer``   ``ingest`` and ``serve``: append audit documents to the stream (no update, no delete)
-- ``detector`` ``detect``: read the audit stream; write alerts and the detection state
+- ``detector`` ``detect``: read the audit stream; write alerts, incidents and the detection state
 - ``reader``   ``report``, dashboards: read audit events, alerts and state
 - ``admin``    ``bootstrap`` and ``retention``: templates, pipeline, lifecycle policy, rollover/delete
 
@@ -55,7 +55,7 @@ def _patterns(names: Names) -> dict[str, list[str]]:
     stream = names.stream
     return {
         "audit": [stream, f".ds-{stream}-*"],
-        "alerts": [names.alerts_index],
+        "alerts": [names.alerts_index, names.incidents_index],  # incidents are detect's output like alerts
         "state": [names.state_index],
     }
 

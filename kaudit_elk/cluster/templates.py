@@ -42,6 +42,10 @@ class Names:
         return f"kaudit-state-{self.namespace}"
 
     @property
+    def incidents_index(self) -> str:
+        return f"kaudit-incidents-{self.namespace}"
+
+    @property
     def pipeline(self) -> str:
         return f"kaudit-audit-{self.namespace}"
 
@@ -68,6 +72,10 @@ class Names:
     @property
     def state_template(self) -> str:
         return f"kaudit-state-{self.namespace}"
+
+    @property
+    def incidents_template(self) -> str:
+        return f"kaudit-incidents-{self.namespace}"
 
 
 @dataclass(frozen=True)
@@ -97,13 +105,27 @@ def digest_of(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def mapping_properties(typed: dict[str, str], flat_fields: tuple[str, ...], flat_type: str) -> dict[str, Any]:
-    """Nest dotted ``name -> type`` pairs into an ES/OpenSearch ``properties`` tree."""
-    root: dict[str, Any] = {}
+def mapping_properties(typed: dict[str, str], flat_fields: tuple[str, ...], flat_type: str, *,
+                       constants: dict[str, str] | None = None, constant_keyword: bool = False) -> dict[str, Any]:
+    """Nest dotted ``name -> type`` pairs into an ES/OpenSearch ``properties`` tree.
 
-    def leaf(field_type: str) -> dict[str, Any]:
+    ``constant_keyword`` fields (fieldspec) become ``constant_keyword`` with their value from ``constants``
+    when the engine has the type, else ``keyword``; ``exact_text`` fields become ``text`` analysed as
+    one term, with a ``keyword`` multi-field."""
+    root: dict[str, Any] = {}
+    constants = constants or {}
+
+    def leaf(field_type: str, dotted: str) -> dict[str, Any]:
         if field_type == "keyword":
             return {"type": "keyword", "ignore_above": 8191}
+        if field_type == "constant_keyword":
+            if not constant_keyword:
+                return {"type": "keyword", "ignore_above": 8191}
+            return {"type": "constant_keyword", "value": constants[dotted]} if dotted in constants \
+                else {"type": "constant_keyword"}
+        if field_type == "exact_text":
+            return {"type": "text", "analyzer": "keyword", "norms": False, "index_options": "docs",
+                    "fields": {fieldspec.EXACT_SUBFIELD: {"type": "keyword", "ignore_above": 8191}}}
         if field_type == "text":
             return {"type": "text"}
         if field_type in ("date", "ip", "long", "integer", "boolean"):
@@ -124,11 +146,17 @@ def mapping_properties(typed: dict[str, str], flat_fields: tuple[str, ...], flat
             if "properties" not in node:
                 raise ValueError(f"{dotted}: parent {part} is already a leaf")
             node = node["properties"]
-        spec = leaf(field_type)
+        spec = leaf(field_type, dotted)
         if dotted == "event.original":
             spec = {"type": "keyword", "index": False, "doc_values": False}
         node[parts[-1]] = spec
     return root
+
+
+def stream_constants(namespace: str) -> dict[str, str]:
+    """The ``data_stream.*`` values of every document in the stream of ``namespace``."""
+    return {"data_stream.type": fieldspec.DATA_STREAM_TYPE, "data_stream.dataset": fieldspec.EVENT_DATASET,
+            "data_stream.namespace": namespace}
 
 
 def _keyword_objects(properties: dict[str, Any]) -> None:
@@ -188,6 +216,7 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
         retention_days=options.retention_days, rollover_age=options.rollover_age,
         rollover_size=options.rollover_size, policy_name=names.policy, lifecycle=caps.lifecycle,
         alerts_index=names.alerts_index, state_index=names.state_index,
+        incidents_index=names.incidents_index,
     )
 
     if caps.lifecycle == "ilm":
@@ -208,7 +237,7 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
     if options.pipeline:
         from kaudit_elk.events.pipeline import build_pipeline
 
-        pipe = build_pipeline(flavor, cluster=options.cluster)
+        pipe = build_pipeline(flavor, cluster=options.cluster, namespace=options.namespace)
         missing = sorted(pipeline_processors(pipe) - caps.ingest_processors)
         if missing or not caps.painless:
             why = f"missing processors {', '.join(missing)}" if missing else "no painless scripting"
@@ -220,7 +249,8 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
             default_pipeline = names.pipeline
 
     properties = mapping_properties(
-        {**fieldspec.TYPED_FIELDS, **CLIENT_FIELDS}, fieldspec.FLAT_FIELDS, caps.flat_type)
+        {**fieldspec.TYPED_FIELDS, **CLIENT_FIELDS}, fieldspec.FLAT_FIELDS, caps.flat_type,
+        constants=stream_constants(options.namespace), constant_keyword=caps.constant_keyword)
     _keyword_objects(properties)
     globs = [f"{p}.*" for p in fieldspec.KEYWORD_OBJECTS]
     for kind, template, name, extra in (
@@ -235,6 +265,7 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
         ("audit-index.json.j2", names.audit_template),
         ("alerts-index.json.j2", names.alerts_template),
         ("state-index.json.j2", names.state_template),
+        ("incidents-index.json.j2", names.incidents_template),
     ):
         body = json.loads(render("index_templates", template, meta=_meta("index_template"),
                                  default_pipeline=default_pipeline, **common))

@@ -1,4 +1,9 @@
-"""Where ``detect`` announces new alerts: stdout NDJSON, a generic JSON webhook, Alertmanager.
+"""Where ``detect`` announces new alerts and incidents: stdout NDJSON, a generic JSON webhook, Alertmanager.
+
+Incidents (``send_incidents``) are announced once when they reach the notification floor and again
+only when they escalate (higher severity or a new ATT&CK tactic): one notification per incident, not
+per alert. In Alertmanager an incident is one alert whose labels carry the incident id, so a repeat
+updates it instead of paging twice.
 
 HTTP outputs retry with backoff; when they still fail, ``OutputError`` is raised and ``detect``
 keeps the alerts queued (``notified: false``) for the next run: delivery is at-least-once, and
@@ -30,6 +35,9 @@ class StdoutOutput:
     def send(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             self.write(json.dumps(alert, sort_keys=True))
+
+    def send_incidents(self, incidents: list[dict[str, Any]]) -> None:
+        self.send(incidents)
 
 
 def _post(url: str, payload: Any, headers: dict[str, str], retries: int, timeout: float,
@@ -78,6 +86,12 @@ class WebhookOutput:
             _post(self.url, {"alerts": alerts, "source": "kaudit-elk"}, self.headers or {}, self.retries,
                   self.timeout, self.verify)
 
+    def send_incidents(self, incidents: list[dict[str, Any]]) -> None:
+        """POST ``{"incidents": [...]}``: one entry per new or escalated incident."""
+        if incidents:
+            _post(self.url, {"incidents": incidents, "source": "kaudit-elk"}, self.headers or {}, self.retries,
+                  self.timeout, self.verify)
+
 
 def alertmanager_payload(alerts: list[Alert], resolve_after: timedelta = timedelta(hours=1)) -> list[dict[str, Any]]:
     """Alertmanager v2 ``postableAlerts``: labels identify an alert, annotations describe it."""
@@ -113,6 +127,36 @@ def alertmanager_payload(alerts: list[Alert], resolve_after: timedelta = timedel
     return out
 
 
+def alertmanager_incident_payload(incidents: list[dict[str, Any]],
+                                  resolve_after: timedelta = timedelta(hours=1)) -> list[dict[str, Any]]:
+    """Alertmanager v2 ``postableAlerts`` for incidents: one alert per incident, labelled by its id."""
+    out = []
+    for doc in incidents:
+        inc = doc["kaudit"]["incident"]
+        labels = {"alertname": "KauditIncident", "severity": inc["severity"], "incident_id": inc["id"],
+                  "source": "kaudit-elk"}
+        actor = inc.get("actor") or {}
+        if actor.get("identity"):
+            labels["user"] = str(actor["identity"])
+        if actor.get("source_ip"):
+            labels["source_ip"] = str(actor["source_ip"])
+        ends = datetime.now(timezone.utc) + resolve_after
+        out.append({
+            "labels": labels,
+            "annotations": {
+                "summary": inc["title"],
+                "description": "; ".join(f"{r['name']} ({r['severity']}, {r['count']}x)" for r in inc["rules"]),
+                "risk_score": str(inc["risk_score"]),
+                "tactics": " -> ".join(inc["tactics"]),
+                "alert_count": str(inc["alert_count"]),
+                "namespaces": ",".join(inc.get("namespaces") or []),
+            },
+            "startsAt": inc["first_alert_time"],
+            "endsAt": ends.isoformat().replace("+00:00", "Z"),
+        })
+    return out
+
+
 @dataclass
 class AlertmanagerOutput:
     """POST to Alertmanager's ``/api/v2/alerts``."""
@@ -127,3 +171,8 @@ class AlertmanagerOutput:
         if alerts:
             _post(self.url.rstrip("/") + "/api/v2/alerts", alertmanager_payload(alerts), {}, self.retries,
                   self.timeout, self.verify)
+
+    def send_incidents(self, incidents: list[dict[str, Any]]) -> None:
+        if incidents:
+            _post(self.url.rstrip("/") + "/api/v2/alerts", alertmanager_incident_payload(incidents), {},
+                  self.retries, self.timeout, self.verify)

@@ -68,11 +68,13 @@ class DetectResult:
     known_alerts: int = 0  # found again (already stored): not duplicated
     renotified: int = 0
     positions_moved: bool = False
+    incidents: list[dict[str, Any]] = field(default_factory=list)  # incidents announced (new or escalated)
+    notes: list[str] = field(default_factory=list)  # e.g. the baselines' warm-up state
 
     def as_dict(self) -> dict[str, Any]:
         return {"windows": [[_iso(a), _iso(b)] for a, b in self.windows], "new_alerts": len(self.new_alerts),
                 "known_alerts": self.known_alerts, "renotified": self.renotified,
-                "positions_moved": self.positions_moved}
+                "positions_moved": self.positions_moved, "incidents": len(self.incidents)}
 
 
 def _iso(t: datetime) -> str:
@@ -197,8 +199,15 @@ def notify(outputs: list[Output], alerts: list[Alert]) -> None:
 
 # -- the run ----------------------------------------------------------------------------------------
 def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: list[Output],
-               evaluate: Evaluate | None = None, now: datetime | None = None) -> DetectResult:
-    """One detection run (see the module docstring)."""
+               evaluate: Evaluate | None = None, now: datetime | None = None,
+               incidents: Any = "default", baselines: Any = None) -> DetectResult:
+    """One detection run (see the module docstring). ``incidents``: an
+    :class:`~kaudit_elk.detect.incident_store.IncidentRun` (default: stored, not announced), None: off;
+    ``baselines``: :class:`~kaudit_elk.rules.baselines.BaselineOptions` to judge identities against their history."""
+    from kaudit_elk.detect import incident_store
+
+    if incidents == "default":
+        incidents = incident_store.IncidentRun()
     if evaluate is None:
         from kaudit_elk.detect.engine_search import engine_alerts as evaluate
     names = Names(options.namespace)
@@ -213,16 +222,27 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
         notify(outputs, pending)
         mark_notified(engine, names, pending)
         result.renotified = len(pending)
+    if incidents is not None:
+        result.renotified += incident_store.resend_pending(engine, names, incidents)
 
     positions = {} if options.since else read_positions(engine, names)
     for start, end in plan_windows(positions, rule_ids, now, options):
-        alerts = [a for a in evaluate(engine, names.stream, pack, start, end)
-                  if severity_rank(a["kaudit"]["alert"]["severity"]) >= floor]
+        found = evaluate(engine, names.stream, pack, start, end)
+        if baselines is not None:
+            from kaudit_elk.detect.baselines_search import baseline_alerts
+
+            found = list(found) + baseline_alerts(engine, names.stream, start, end, baselines, result.notes)
+        alerts = [a for a in found if severity_rank(a["kaudit"]["alert"]["severity"]) >= floor]
+        touched = incident_store.assign(engine, names, alerts, incidents.options) if incidents is not None else set()
         new, known = store_alerts(engine, names, alerts, run_id)
         result.known_alerts += known
         if new:
             notify(outputs, new)
             mark_notified(engine, names, new)
+        if touched:
+            announce = incident_store.refresh(engine, names, touched, incidents)
+            incident_store.notify(incidents, engine, names, announce)
+            result.incidents.extend(announce)
         result.new_alerts.extend(new)
         result.windows.append((start, end))
         if options.since is None:

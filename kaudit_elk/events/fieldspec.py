@@ -15,14 +15,21 @@ indexed (``dynamic: false``).
 Document shape, in short:
 
 ``kubernetes.audit.*``
-    The raw Event with its own field names (Elastic integration compatible). Annotation keys
-    and ``user.extra`` / ``impersonatedUser.extra`` keys are dedotted (``.`` -> ``_``);
+    The raw Event with its own field names, as Elastic's integration stores them. Annotation keys
+    are dedotted (``.`` -> ``_``, as Elastic does); ``user.extra`` / ``impersonatedUser.extra`` keys
+    keep their dots (as Elastic does: ``authentication.kubernetes.io/pod-name`` is the path
+    ``authentication`` > ``kubernetes`` > ``io/pod-name``), except a key the engine could not place,
+    which is dedotted (see :data:`DOTTED_KEY_OBJECTS`);
     ``metadata.managedFields`` is removed from both bodies; a body that is not a JSON object
     (a JSON-Patch array) is wrapped as ``{"json_patch": [...]}`` (any other scalar as
     ``{"value": ...}``) so the flattened mapping always gets an object.
 ``kaudit.*``
     Typed copies of security-relevant body paths (see :data:`KAUDIT_FIELDS`), extracted before
     any truncation so that they survive it.
+``data_stream.*``
+    ``type: logs``, ``dataset: kubernetes.audit_logs``, ``namespace``: the stream's namespace
+    (``NormalizeOptions.namespace``; the server-side pipeline gets it from its stream's bootstrap).
+    Elastic's rules filter on ``data_stream.dataset`` and report ``data_stream.namespace``.
 ECS
     ``@timestamp``, ``event.*``, ``user.*``, ``source.ip``, ``related.*``, ``url.*``,
     ``http.response.status_code``, ``user_agent.original``, ``orchestrator.*``, ``cloud.provider``.
@@ -58,6 +65,13 @@ from typing import Final
 ECS_VERSION: Final = "8.11.0"
 EVENT_DATASET: Final = "kubernetes.audit_logs"
 EVENT_MODULE: Final = "kubernetes"
+#: ``data_stream.type`` of every document (the stream is ``logs-kubernetes.audit_logs-<namespace>``).
+DATA_STREAM_TYPE: Final = "logs"
+#: ``data_stream.namespace`` when none is given (the CLI's default namespace).
+DEFAULT_NAMESPACE: Final = "kaudit"
+#: ``data_stream.*`` fields: constant per stream, mapped ``constant_keyword`` with the stream's value
+#: where the engine has that type, ``keyword`` otherwise.
+DATA_STREAM_FIELDS: Final = ("data_stream.type", "data_stream.dataset", "data_stream.namespace")
 
 #: Key under which ``envelopes.decode`` attaches envelope facts to an Event (popped by normalize).
 ENVELOPE_KEY: Final = "_kaudit_envelope"
@@ -94,8 +108,15 @@ TIMESTAMP_SOURCES: Final = (
 #: Keys removed from request/response bodies (path inside the body).
 DROPPED_BODY_PATHS: Final = (("metadata", "managedFields"),)
 
-#: Objects whose keys are dedotted ("." -> "_") inside kubernetes.audit.
-DEDOTTED_OBJECTS: Final = (("annotations",), ("user", "extra"), ("impersonatedUser", "extra"))
+#: Objects whose keys are dedotted ("." -> "_") inside kubernetes.audit (Elastic's pipeline dedots
+#: annotations, and only them).
+DEDOTTED_OBJECTS: Final = (("annotations",),)
+
+#: Objects whose dotted keys are kept as sent, as Elastic's integration keeps them; the engine reads a
+#: dot as a path step. A key it could not place is dedotted instead (the rest stay as sent): one with
+#: an empty step (``a..b``, ``.a``, ``a.``), or one under another key of the object (``a`` and ``a.b``:
+#: ``a`` cannot be a value and an object at once), which would make the engine reject the document.
+DOTTED_KEY_OBJECTS: Final = (("user", "extra"), ("impersonatedUser", "extra"))
 
 #: Plain copies: raw Event path -> document field (only when the raw value is present and not null).
 COPIES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
@@ -114,8 +135,10 @@ COPIES: Final[tuple[tuple[tuple[str, ...], str], ...]] = (
     (("objectRef", "name"), "orchestrator.resource.name"),
 )
 
-#: Constants set on every document.
+#: Constants set on every document (``data_stream.namespace`` is per stream, not here).
 CONSTANTS: Final[dict[str, str]] = {
+    "data_stream.type": DATA_STREAM_TYPE,
+    "data_stream.dataset": EVENT_DATASET,
     "event.kind": "event",
     "event.module": EVENT_MODULE,
     "event.dataset": EVENT_DATASET,
@@ -217,15 +240,15 @@ _RAW_TYPED: dict[str, str] = {
     "kubernetes.audit.requestURI": "keyword",
     "kubernetes.audit.verb": "keyword",
     "kubernetes.audit.userAgent": "keyword",
-    "kubernetes.audit.sourceIPs": "keyword",
+    "kubernetes.audit.sourceIPs": "exact_text",
     "kubernetes.audit.requestReceivedTimestamp": "date",
     "kubernetes.audit.stageTimestamp": "date",
     "kubernetes.audit.user.username": "keyword",
     "kubernetes.audit.user.uid": "keyword",
-    "kubernetes.audit.user.groups": "keyword",
+    "kubernetes.audit.user.groups": "exact_text",
     "kubernetes.audit.impersonatedUser.username": "keyword",
     "kubernetes.audit.impersonatedUser.uid": "keyword",
-    "kubernetes.audit.impersonatedUser.groups": "keyword",
+    "kubernetes.audit.impersonatedUser.groups": "exact_text",
     "kubernetes.audit.objectRef.resource": "keyword",
     "kubernetes.audit.objectRef.namespace": "keyword",
     "kubernetes.audit.objectRef.name": "keyword",
@@ -239,10 +262,13 @@ _RAW_TYPED: dict[str, str] = {
     "kubernetes.audit.responseStatus.message": "text",
     "kubernetes.audit.responseStatus.reason": "keyword",
     "kubernetes.audit.annotations.authorization_k8s_io/decision": "keyword",
-    "kubernetes.audit.annotations.authorization_k8s_io/reason": "keyword",
+    "kubernetes.audit.annotations.authorization_k8s_io/reason": "exact_text",
 }
 _ECS_TYPED: dict[str, str] = {
     "@timestamp": "date",
+    "data_stream.type": "constant_keyword",
+    "data_stream.dataset": "constant_keyword",
+    "data_stream.namespace": "constant_keyword",
     "ecs.version": "keyword",
     "event.kind": "keyword",
     "event.module": "keyword",
@@ -279,13 +305,27 @@ _ECS_TYPED: dict[str, str] = {
     "error.message": "keyword",
 }
 
-#: Every typed (non-flattened) field of a document: dotted name -> mapping type.
+#: Every typed (non-flattened) field of a document: dotted name -> mapping type. Types beyond the
+#: engine's own names:
+#:
+#: ``constant_keyword``
+#:     one value per stream (``data_stream.*``): ``constant_keyword`` with that value where the engine
+#:     has the type, else ``keyword``.
+#: ``exact_text``
+#:     fields Elastic's integration maps ``text`` (``sourceIPs``, ``*.groups``, the authorizer's reason):
+#:     ``text`` here too, so that a data view or EQL/ES|QL over both streams sees one type, but
+#:     analysed with the ``keyword`` analyzer (the whole value is one term: KQL phrases and wildcards
+#:     match exactly, case-sensitively, as on a keyword), with a ``keyword`` multi-field
+#:     ``<name>.keyword`` for term queries, aggregations and EQL's exact comparisons.
 TYPED_FIELDS: Final[dict[str, str]] = {**_RAW_TYPED, **_ECS_TYPED, **KAUDIT_FIELDS}
 
 #: Sub-trees mapped ``flattened`` (ES) / ``flat_object`` (OpenSearch): any path is a keyword.
 FLAT_FIELDS: Final = ("kubernetes.audit.requestObject", "kubernetes.audit.responseObject")
 
-#: Objects whose (dedotted) keys should map as keyword through a dynamic template.
+#: ``exact_text`` fields' keyword multi-field (the rule compiler and aggregations use it).
+EXACT_SUBFIELD: Final = "keyword"
+
+#: Objects whose keys should map as keyword through a dynamic template.
 KEYWORD_OBJECTS: Final = (
     "kubernetes.audit.annotations",
     "kubernetes.audit.user.extra",

@@ -32,6 +32,7 @@ class NormalizeOptions:
     """How documents are built; the defaults suit most clusters."""
 
     cluster: str = "default"
+    namespace: str = fs.DEFAULT_NAMESPACE  # data_stream.namespace: the stream the documents go to
     keep_original: bool = False
     max_body_bytes: int = 64 * 1024  # per body, after managedFields removal
     max_value_bytes: int = 8 * 1024  # any single string leaf in a body
@@ -83,18 +84,19 @@ def normalize(event: dict, options: NormalizeOptions = DEFAULT) -> dict | None:
         dedotted = _dedot(annotations)
         if dedotted is not annotations:
             audit["annotations"] = annotations = dedotted
+    # dotted keys kept where the engine can place them (DOTTED_KEY_OBJECTS)
     if user is not None:
         extra = user.get("extra")
         if extra is not None and isinstance(extra, dict):
-            dedotted = _dedot(extra)
-            if dedotted is not extra:
-                audit["user"] = {**user, "extra": dedotted}
+            placed = _place_dots(extra)
+            if placed is not extra:
+                audit["user"] = {**user, "extra": placed}
     if imp is not None:
         extra = imp.get("extra")
         if extra is not None and isinstance(extra, dict):
-            dedotted = _dedot(extra)
-            if dedotted is not extra:
-                audit["impersonatedUser"] = {**imp, "extra": dedotted}
+            placed = _place_dots(extra)
+            if placed is not extra:
+                audit["impersonatedUser"] = {**imp, "extra": placed}
 
     # @timestamp / event.start (TIMESTAMP_SOURCES, first present wins)
     if received is not None:
@@ -111,10 +113,12 @@ def normalize(event: dict, options: NormalizeOptions = DEFAULT) -> dict | None:
         else:
             start = None
     ev: dict[str, Any] = {"kind": "event", "module": _MODULE, "dataset": _DATASET}
+    stream = {"type": _STREAM_TYPE, "dataset": _DATASET, "namespace": options.namespace}
     if start is not None:
-        doc: dict[str, Any] = {"@timestamp": start, "event": ev, "ecs": {"version": _ECS_VERSION}}
+        doc: dict[str, Any] = {"@timestamp": start, "event": ev, "ecs": {"version": _ECS_VERSION},
+                               "data_stream": stream}
     else:
-        doc = {"event": ev, "ecs": {"version": _ECS_VERSION}}
+        doc = {"event": ev, "ecs": {"version": _ECS_VERSION}, "data_stream": stream}
 
     # plain copies (fieldspec.COPIES, in its order)
     if verb is not None:
@@ -316,6 +320,7 @@ _CACHE_MAX = 4096
 _ENVELOPE_KEY = fs.ENVELOPE_KEY
 _MODULE = fs.EVENT_MODULE
 _DATASET = fs.EVENT_DATASET
+_STREAM_TYPE = fs.DATA_STREAM_TYPE
 _ECS_VERSION = fs.ECS_VERSION
 _EXEC_SUBRESOURCES = fs.EXEC_SUBRESOURCES
 _IAM_RESOURCES = fs.IAM_RESOURCES
@@ -363,6 +368,33 @@ def _dedot(obj: dict) -> dict:
             return obj
         return {k.replace(".", "_"): v for k, v in obj.items()}
     return dict(zip(map(_dedot_key, obj), obj.values()))
+
+
+def _placeable(key: Any, keys: Any) -> bool:
+    """A dotted key the engine can index as a path: no empty step, no other key of the object on its path."""
+    parts = key.split(".")
+    if "" in parts:
+        return False
+    prefix = parts[0]
+    for part in parts[1:]:
+        if prefix in keys:
+            return False
+        prefix = f"{prefix}.{part}"
+    return True
+
+
+def _place_dots(obj: dict) -> dict:
+    """``obj`` itself when every dotted key can stay as sent, else a copy with the others dedotted."""
+    try:
+        if "." not in "".join(obj):
+            return obj
+    except TypeError:  # a non-string key (not from JSON): only string keys can hold dots
+        if not any(isinstance(k, str) and "." in k for k in obj):
+            return obj
+    bad = [k for k in obj if isinstance(k, str) and "." in k and not _placeable(k, obj)]
+    if not bad:
+        return obj
+    return {(k.replace(".", "_") if k in bad else k): v for k, v in obj.items()}
 
 
 # ---- timestamps -----------------------------------------------------------------------------

@@ -16,6 +16,8 @@ Not covered server-side (client-only, see ``fieldspec.CLIENT_ONLY_FIELDS``):
   ``cloud.provider`` and ``kaudit.envelope.*`` are therefore never set;
 * ``event.original`` is never added (a shipper may set it; it is kept);
 * ``orchestrator.cluster.name`` is the shipper's value when present, else the ``cluster`` argument;
+* ``data_stream.*`` is always the pipeline's own stream (a shipper's values are replaced: the mapping
+  holds them constant);
 * body truncation measures size with an estimate (string lengths in UTF-16 units plus JSON
   punctuation, escapes ignored) where the client uses the exact serialized byte count, so the two
   agree except for bodies or leaves within a few percent of the limits;
@@ -72,6 +74,25 @@ void addu(List l, def v) { if (v != null && !l.contains(v)) { l.add(v); } }
 Map dedot(Map m) {
   Map out = new LinkedHashMap();
   for (def e : m.entrySet()) { out.put(((String) e.getKey()).replace('.', '_'), e.getValue()); }
+  return out;
+}
+boolean placeable(String k, Map m) {
+  String[] parts = k.splitOnToken('.');
+  for (String p : parts) { if (p.isEmpty()) { return false; } }
+  if (k.startsWith('.') || k.endsWith('.')) { return false; }
+  String prefix = parts[0];
+  for (int i = 1; i < parts.length; i++) {
+    if (m.containsKey(prefix)) { return false; }
+    prefix = prefix + '.' + parts[i];
+  }
+  return true;
+}
+Map placeDots(Map m) {
+  Map out = new LinkedHashMap();
+  for (def e : m.entrySet()) {
+    String k = (String) e.getKey();
+    out.put(k.indexOf('.') >= 0 && !placeable(k, m) ? k.replace('.', '_') : k, e.getValue());
+  }
   return out;
 }
 ZonedDateTime parseTs(def v, String name) {
@@ -167,6 +188,14 @@ for (def path : params.dedot) {
     Map parent = a;
     for (int i = 0; i < path.size() - 1; i++) { parent = (Map) parent.get(path.get(i)); }
     parent.put(path.get(path.size() - 1), dedot((Map) m));
+  }
+}
+for (def path : params.dotted_keys) {
+  def m = getp(a, path);
+  if (m instanceof Map) {
+    Map parent = a;
+    for (int i = 0; i < path.size() - 1; i++) { parent = (Map) parent.get(path.get(i)); }
+    parent.put(path.get(path.size() - 1), placeDots((Map) m));
   }
 }
 Map doc = ctx;
@@ -418,15 +447,16 @@ if (tmp != null) {
 """
 
 
-def _params(cluster: str) -> dict[str, Any]:
+def _params(cluster: str, namespace: str) -> dict[str, Any]:
     type_names = {str: "str", dict: "dict", list: "list"}
     return {
         "tmp": _TMP,
         "cluster": cluster,
         "raw_types": {k: type_names[v[0]] for k, v in fs.RAW_TYPES.items()},
         "dedot": [list(p) for p in fs.DEDOTTED_OBJECTS],
+        "dotted_keys": [list(p) for p in fs.DOTTED_KEY_OBJECTS],
         "ts_sources": [list(p) for p in fs.TIMESTAMP_SOURCES],
-        "constants": dict(fs.CONSTANTS),
+        "constants": {**fs.CONSTANTS, "data_stream.namespace": namespace},
         "copies": [[list(src), dst] for src, dst in fs.COPIES],
         "iam_resources": sorted(fs.IAM_RESOURCES),
         "exec_subresources": sorted(fs.EXEC_SUBRESOURCES),
@@ -455,8 +485,9 @@ def _copy_failure(source: str, target: str, flavor: str) -> list[dict[str, Any]]
     return [{"set": {"field": target, "copy_from": source, "ignore_empty_value": True}}]
 
 
-def build_pipeline(flavor: str, *, cluster: str = "default") -> dict:
-    """Return the ingest pipeline body (for ``PUT _ingest/pipeline/<id>``) for ``flavor``."""
+def build_pipeline(flavor: str, *, cluster: str = "default", namespace: str = fs.DEFAULT_NAMESPACE) -> dict:
+    """Return the ingest pipeline body (for ``PUT _ingest/pipeline/<id>``) for ``flavor``: documents of the
+    stream of ``namespace`` (``data_stream.*`` is set, overriding what a shipper sent)."""
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; expected one of {', '.join(FLAVORS)}")
     keep = " || ".join(f"ctx.kubernetes.audit.stage == '{s}'" for s in sorted(DEFAULT.stages))
@@ -495,7 +526,7 @@ def build_pipeline(flavor: str, *, cluster: str = "default") -> dict:
                 "tag": "kaudit-normalize",
                 "lang": "painless",
                 "source": _PAINLESS.strip(),
-                "params": _params(cluster),
+                "params": _params(cluster, namespace),
             }
         },
         {

@@ -173,7 +173,8 @@ class Ingester:
         self.options = options
         self._on_idle: Callable[[], None] | None = None
         self.stream = Names(options.namespace).stream
-        self.norm = NormalizeOptions(cluster=options.cluster, keep_original=options.keep_original)
+        self.norm = NormalizeOptions(cluster=options.cluster, namespace=options.namespace,
+                                      keep_original=options.keep_original)
         self.stats = IngestStats()
         self.dead = DeadLetters(options.dead_letter)
         self.progress = progress or (lambda n: None)

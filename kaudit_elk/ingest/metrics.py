@@ -7,10 +7,12 @@ process, as in the tests). Names start with ``kaudit_serve_`` (the HTTP side), `
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from kaudit_elk.ingest.spool import SpoolStats
 
@@ -57,10 +59,8 @@ class ServeMetrics:
               registry=r).set_function(stat("corrupt_bytes"))
 
         self.events = Counter("kaudit_ship_events_received", "Audit events decoded from spooled batches", registry=r)
-        self.indexed = Counter("kaudit_ship_indexed", "Events indexed", registry=r)
-        self.duplicates = Counter("kaudit_ship_duplicates", "Events already stored (resent or replayed)", registry=r)
-        self.skipped = Counter("kaudit_ship_skipped", "Events left out by the stage policy", registry=r)
-        self.dead = Counter("kaudit_ship_dead_lettered", "Events or bodies dead-lettered, by reason", ["reason"], registry=r)
+        self.ship_stats: Callable[[], Any] = lambda: None  # the shipper's IngestStats (totals), set by the shipper
+        r.register(_ShipTotals(self))
         self.bulk_seconds = Histogram("kaudit_ship_bulk_seconds", "Duration of one _bulk request",
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
         self.engine_errors = Counter("kaudit_ship_engine_errors", "Engine failures while shipping, by kind", ["kind"],
@@ -70,9 +70,30 @@ class ServeMetrics:
         self.state = Gauge("kaudit_ship_state", "1 for the shipper's current state", ["state"], registry=r)
         self.set_state("starting")
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: str) -> None:  # noqa: D401
         for s in SHIP_STATES:
             self.state.labels(s).set(1 if s == state else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ShipTotals(Collector):
+    """Delivery totals read from the shipper's IngestStats at scrape time (several batches are in
+    flight at once, so counting deltas per batch would double count)."""
+
+    def __init__(self, metrics: ServeMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        stats = self.metrics.ship_stats()
+        get = (lambda name: getattr(stats, name)) if stats is not None else (lambda name: 0)
+        for name, attr, doc in (("kaudit_ship_indexed", "indexed", "Events indexed"),
+                                ("kaudit_ship_duplicates", "duplicates", "Events already stored (resent or replayed)"),
+                                ("kaudit_ship_skipped", "skipped", "Events left out by the stage policy")):
+            yield CounterMetricFamily(name, doc, value=get(attr))
+        dead = CounterMetricFamily("kaudit_ship_dead_lettered", "Events or bodies dead-lettered, by reason",
+                                   labels=["reason"])
+        for reason, n in sorted((dict(stats.reasons) if stats is not None else {}).items()):
+            dead.add_metric([reason], n)
+        yield dead

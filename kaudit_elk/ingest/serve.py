@@ -400,26 +400,27 @@ class Receiver:
                 meta["client"] = names[0]
             buf = bytearray(orjson.dumps(meta) + b"\n")
             head = len(buf)
-            deadline = started + o.request_timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise asyncio.TimeoutError
-                chunk = await asyncio.wait_for(request.content.readany(), min(o.read_timeout, left))
-                if not chunk:
-                    break
-                if len(buf) - head + len(chunk) > o.max_body_bytes:
-                    self.metrics.rejected.labels("too_large").inc()
-                    return _answer(413, {"error": f"body exceeds the limit of {o.max_body_bytes} bytes"}, close=True)
-                if len(buf) - head + len(chunk) > reserve:
-                    grow = len(buf) - head + len(chunk) - reserve
-                    if self.inflight_bytes + grow > o.max_inflight_bytes:
-                        self.metrics.rejected.labels("busy").inc()
-                        return _answer(429, {"error": "too many request bytes in flight; retry later"},
-                                       close=True, retry_after=1)
-                    self.inflight_bytes += grow
-                    reserve += grow
-                buf += chunk
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + o.request_timeout
+            async with asyncio.timeout(deadline) as limit:  # one timer, moved per chunk (no task per read)
+                while True:
+                    limit.reschedule(min(deadline, loop.time() + o.read_timeout))
+                    chunk = await request.content.readany()
+                    if not chunk:
+                        break
+                    if len(buf) - head + len(chunk) > o.max_body_bytes:
+                        self.metrics.rejected.labels("too_large").inc()
+                        return _answer(413, {"error": f"body exceeds the limit of {o.max_body_bytes} bytes"},
+                                       close=True)
+                    if len(buf) - head + len(chunk) > reserve:
+                        grow = len(buf) - head + len(chunk) - reserve
+                        if self.inflight_bytes + grow > o.max_inflight_bytes:
+                            self.metrics.rejected.labels("busy").inc()
+                            return _answer(429, {"error": "too many request bytes in flight; retry later"},
+                                           close=True, retry_after=1)
+                        self.inflight_bytes += grow
+                        reserve += grow
+                    buf += chunk
             size = len(buf) - head
             self.metrics.received_bytes.inc(size)
             first = next((c for c in bytes(buf[head:head + 64]) if c not in b" \t\r\n"), None)

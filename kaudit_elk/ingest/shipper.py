@@ -1,8 +1,10 @@
 """Ship what ``serve`` spooled: decode, normalize and bulk-index it with the delivery core of ``ingest``.
 
-The shipper reads spooled request bodies in order, turns them into bulk items (native fast path
-when installed), and hands each batch to :meth:`Shipper.ship_batch` — the one batch boundary of
-the write path — which delivers it with :class:`kaudit_elk.ingest.bulk.Ingester` (item
+The shipper reads spooled request bodies in order and turns them into bulk items with
+:meth:`Shipper.prepare` (native fast path when installed) — one batch per spool read, always on the
+shipper thread and in spool order: the place for anything that must see batches in order, such as
+an integrity chain. :meth:`Shipper.ship_batch` then delivers the batch (up to ``workers`` batches at
+once) with :class:`kaudit_elk.ingest.bulk.Ingester` (item
 classification, retries with backoff, idempotent ``_id``, 409 = duplicate, 4xx = dead letter).
 Only when every record of the batch is indexed, a known duplicate or durably dead-lettered does
 the spool cursor move past it: an acknowledged batch is eventually indexed or dead-lettered.
@@ -16,6 +18,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 import re
 import threading
 import time
@@ -45,6 +50,7 @@ class ShipOptions:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     poll: float = 0.2  # seconds between looks at an empty spool
+    workers: int = 2  # batches being sent at once (the next one is prepared meanwhile)
     ingest: IngestOptions = IngestOptions()
 
 
@@ -65,12 +71,6 @@ def spool_payload(meta: dict[str, Any], body: bytes) -> bytes:
 def is_auth_failure(exc: EngineError) -> bool:
     return isinstance(exc, EngineAuthError) or getattr(exc, "status", None) in (401, 403) \
         or bool(_AUTH_TEXT.search(str(exc)))
-
-
-def _snapshot(ingester: Ingester) -> dict[str, Any]:
-    stats = ingester.stats.as_dict()
-    stats["reasons"] = dict(stats["reasons"])
-    return stats
 
 
 class _TimedEngine:
@@ -113,6 +113,7 @@ class Shipper:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kaudit-shipper", daemon=True)
+        metrics.ship_stats = lambda: self.ingester.stats if self.ingester is not None else None
 
     # -- control -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -143,53 +144,83 @@ class Shipper:
 
     # -- the loop ------------------------------------------------------------------------------
     def _run(self) -> None:
+        """Read and prepare the next batch while earlier ones are being sent (``workers`` at once);
+        commit strictly in spool order. On any failure, let the batches in flight finish, forget
+        them and read again from the committed cursor (re-sent items are 409 duplicates)."""
         delay = self.options.backoff_initial
-        pending: tuple[list[_Item], Position, int] | None = None
-        while not self._stop.is_set():
-            try:
-                if self.ingester is None:
-                    engine = self.connect()
-                    self.ingester = Ingester(_TimedEngine(engine, self.metrics), self.ingest_options)  # type: ignore[arg-type]
-                    self.engine_label = engine.info.label
-                    log.info("shipping to %s", self.engine_label)
-                if pending is None:
-                    records, end = self.spool.read(self.spool.cursor, self.options.batch_bytes)
-                    if not records:
-                        self._set("idle")
-                        self._wake.wait(self.options.poll)
-                        self._wake.clear()
+        workers = max(1, self.options.workers)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kaudit-ship")
+        in_flight: deque[tuple[Future[None], Position, int]] = deque()
+        read_at: Position | None = None  # None: from the committed cursor
+        try:
+            while not self._stop.is_set():
+                try:
+                    if self.ingester is None:
+                        engine = self.connect()
+                        self.ingester = Ingester(_TimedEngine(engine, self.metrics), self.ingest_options)  # type: ignore[arg-type]
+                        self.engine_label = engine.info.label
+                        log.info("shipping to %s", self.engine_label)
+                    while in_flight and in_flight[0][0].done():
+                        self._settle(in_flight.popleft())
+                        delay = self.options.backoff_initial
+                    if len(in_flight) < workers:
+                        records, end = self.spool.read(read_at or self.spool.cursor, self.options.batch_bytes)
+                        if records:
+                            items = self.prepare(records)
+                            if self.state not in WAITING:  # while waiting, it says so until a batch gets through
+                                self._set("shipping")
+                            in_flight.append((pool.submit(self.ship_batch, items), end, len(records)))
+                            read_at = end
+                            continue
+                    if in_flight:
+                        wait_futures([in_flight[0][0]], timeout=self.options.poll)
                         continue
-                    pending = (self.prepare(records), end, len(records))
-                items, end, count = pending
-                if self.state not in WAITING:  # while waiting, the state says so until a batch gets through
-                    self._set("shipping")
-                self.ship_batch(items)
-                self.ingester.dead.sync()
-                self.spool.commit(end, count)
-                self._set("shipping")
-                pending = None
-                delay = self.options.backoff_initial
-            except EngineError as exc:
-                if is_auth_failure(exc):
-                    self._set("engine_auth", f"the engine refused the credentials: {exc}")
-                else:
-                    self.metrics.engine_errors.labels("unreachable").inc()
-                    self._set("engine_unreachable", str(exc))
-                self._pause(delay)
-                delay = min(delay * 2, self.options.backoff_max)
-            except OSError as exc:  # the dead-letter file cannot be written: keep everything, retry
-                self.metrics.engine_errors.labels("dead_letter_unwritable").inc()
-                self._set("dead_letter_unwritable", f"cannot write dead letters: {exc}")
-                pending = None  # rebuilt from the spool: some dead letters of it may be missing
-                self._pause(delay)
-                delay = min(delay * 2, self.options.backoff_max)
-            except Exception as exc:  # noqa: BLE001 - a bug must not silently stop shipping
-                log.exception("shipping failed unexpectedly; retrying (records stay in the spool)")
-                self._set("error", f"unexpected {type(exc).__name__}: {exc}")
-                pending = None
-                self._pause(delay)
-                delay = min(delay * 2, self.options.backoff_max)
-        self._set("stopped")
+                    read_at = None
+                    self._set("idle")
+                    self._wake.wait(self.options.poll)
+                    self._wake.clear()
+                except Exception as exc:  # noqa: BLE001 - classified below; shipping never stops for good
+                    for fut, _, _ in in_flight:
+                        wait_futures([fut])
+                    in_flight.clear()
+                    read_at = None
+                    self._failed(exc)
+                    self._pause(delay)
+                    delay = min(delay * 2, self.options.backoff_max)
+            # stopping: commit what has already been delivered, in order
+            while in_flight:
+                fut, end, count = in_flight.popleft()
+                wait_futures([fut], timeout=self.options.attempt_for)
+                if not fut.done() or fut.exception() is not None:
+                    break
+                self._settle((fut, end, count))
+        except Exception:  # noqa: BLE001 - what is not committed stays in the spool
+            log.exception("shipper stopped with batches not committed; they ship at the next start")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._set("stopped")
+
+    def _settle(self, entry: tuple[Future[None], Position, int]) -> None:
+        fut, end, count = entry
+        fut.result()  # re-raises the batch's failure
+        assert self.ingester is not None
+        self.ingester.dead.sync()
+        self.spool.commit(end, count)
+        self._set("shipping")
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, EngineError):
+            if is_auth_failure(exc):
+                self._set("engine_auth", f"the engine refused the credentials: {exc}")
+            else:
+                self.metrics.engine_errors.labels("unreachable").inc()
+                self._set("engine_unreachable", str(exc))
+        elif isinstance(exc, OSError):  # the dead-letter file cannot be written: keep everything, retry
+            self.metrics.engine_errors.labels("dead_letter_unwritable").inc()
+            self._set("dead_letter_unwritable", f"cannot write dead letters: {exc}")
+        else:
+            log.error("shipping failed unexpectedly; retrying (records stay in the spool)", exc_info=exc)
+            self._set("error", f"unexpected {type(exc).__name__}: {exc}")
 
     def _pause(self, seconds: float) -> None:
         self._stop.wait(seconds * (0.75 + random.random() / 2))
@@ -200,7 +231,6 @@ class Shipper:
         assert self.ingester is not None
         ing = self.ingester
         items: list[_Item] = []
-        before = _snapshot(ing)
         events_seen = 0
         for rec in records:
             meta, body = split_body(rec.payload)
@@ -223,7 +253,6 @@ class Shipper:
                 if item is not None:
                     items.append(item)
         self.metrics.events.inc(events_seen)
-        self._count(before, _snapshot(ing), shipped=False)
         return items
 
     def ship_batch(self, items: list[_Item]) -> None:
@@ -233,20 +262,5 @@ class Shipper:
         (EngineAuthError for 401/403) when the engine cannot take it now — then nothing moves.
         """
         assert self.ingester is not None
-        before = _snapshot(self.ingester)
-        try:
-            if items:
-                self.ingester._send(_Batch(items, {}))
-        finally:
-            self._count(before, _snapshot(self.ingester), shipped=True)
-
-    def _count(self, before: dict[str, Any], after: dict[str, Any], shipped: bool) -> None:
-        m = self.metrics
-        if shipped:
-            m.indexed.inc(after["indexed"] - before["indexed"])
-            m.duplicates.inc(after["duplicates"] - before["duplicates"])
-        m.skipped.inc(after["skipped"] - before["skipped"])
-        for reason, n in after["reasons"].items():
-            delta = n - before["reasons"].get(reason, 0)
-            if delta:
-                m.dead.labels(reason).inc(delta)
+        if items:
+            self.ingester._send(_Batch(items, {}))

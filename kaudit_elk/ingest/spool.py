@@ -189,6 +189,7 @@ class Spool:
         self._active = max(self._sizes)
         self._recover_tail(self._active)
         self._records = self._count_from(self._cursor)
+        self._recount()
         self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_APPEND)
         self._oldest = self._received_at(self._cursor)
 
@@ -315,9 +316,11 @@ class Spool:
 
     # -- writing -------------------------------------------------------------------------------
     def room(self, size: int = 0) -> SpoolFull | None:
-        """Why a record of ``size`` bytes would be refused now, or None when it fits."""
-        with self._lock:
-            return self._room(size, time.time())
+        """Why a record of ``size`` bytes would be refused now, or None when it fits.
+
+        Lock-free (the event loop calls it while the writer thread may be in an fsync); the
+        authoritative check is repeated inside :meth:`append`."""
+        return self._room(size, time.time())
 
     def _room(self, size: int, now: float) -> SpoolFull | None:
         pending = self._pending_bytes()
@@ -329,7 +332,12 @@ class Spool:
         return None
 
     def _pending_bytes(self) -> int:
-        return sum(size for seg, size in self._sizes.items() if seg >= self._cursor.segment) - self._cursor.offset
+        return self._pending
+
+    def _recount(self) -> None:
+        """Recompute the unshipped byte count (under the lock, after the cursor or segments change)."""
+        self._pending = sum(size for seg, size in list(self._sizes.items())
+                            if seg >= self._cursor.segment) - self._cursor.offset
 
     def append(self, payloads: Iterable[bytes | bytearray], received_at: float | None = None) -> list[SpoolFull | None]:
         """Append records durably (one vectored write and one fsync for all): per payload None when
@@ -359,6 +367,7 @@ class Spool:
                 what = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
                 raise SpoolError(f"cannot write the spool {self.dir}: {what}") from None
             self._sizes[self._active] = start + added
+            self._pending += added
             self._records += len(buffers) // 2
             if self._oldest is None:
                 self._oldest = now
@@ -428,12 +437,15 @@ class Spool:
             for seg in [s for s in self._sizes if s < pos.segment]:
                 self._delete_segment(seg)
             self._oldest = self._received_at(pos)
+            self._recount()
 
     def stats(self) -> SpoolStats:
-        with self._lock:
-            age = None if self._oldest is None else max(0.0, time.time() - self._oldest)
-            return SpoolStats(self._pending_bytes(), self._records, age, len(self._sizes),
-                              len(self.corrupt), sum(r.length for r in self.corrupt))
+        """Current figures (lock-free, like :meth:`room`)."""
+        oldest = self._oldest
+        age = None if oldest is None else max(0.0, time.time() - oldest)
+        corrupt = list(self.corrupt)
+        return SpoolStats(self._pending, self._records, age, len(self._sizes), len(corrupt),
+                          sum(r.length for r in corrupt))
 
     def close(self) -> None:
         with self._lock:

@@ -133,12 +133,21 @@ class _Unsupported(Exception):
 # --------------------------------------------------------------------------- fields
 
 
-def doc_field(sigma_field: str) -> str:
-    """Indexed document field of a Sigma field: ``kubernetes.audit.`` + raw path, dedotted map keys."""
+def _source_field(sigma_field: str) -> str:
+    """Document field of a Sigma field: ``kubernetes.audit.`` + raw path, dedotted map keys."""
     for prefix in _DEDOTTED:
         if sigma_field.startswith(prefix) and len(sigma_field) > len(prefix):
             return PREFIX + prefix + sigma_field[len(prefix):].replace(".", "_")
     return PREFIX + sigma_field
+
+
+def doc_field(sigma_field: str) -> str:
+    """Indexed field exact queries of a Sigma field use: its document field, or for an ``exact_text``
+    field (text as in Elastic's integration) its keyword multi-field."""
+    field = _source_field(sigma_field)
+    if fs.TYPED_FIELDS.get(field) == "exact_text":
+        return f"{field}.{fs.EXACT_SUBFIELD}"
+    return field
 
 
 def field_kind(sigma_field: str) -> str | None:
@@ -151,8 +160,10 @@ def field_kind(sigma_field: str) -> str | None:
             if any(rest == s or rest.endswith("." + s) for s in BODY_OBJECT_SUFFIXES):
                 return "body_object"
             return "body"
-    typed = fs.TYPED_FIELDS.get(doc_field(sigma_field))
+    typed = fs.TYPED_FIELDS.get(_source_field(sigma_field))
     if typed is not None:
+        if typed == "exact_text":
+            return "keyword"  # queried through its keyword multi-field
         return "integer" if typed in _NUMERIC else typed
     for obj in _KEYWORD_OBJECTS:
         if sigma_field.startswith(obj) and len(sigma_field) > len(obj):

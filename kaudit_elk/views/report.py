@@ -66,6 +66,7 @@ class ReportData:
     coverage_checks: list[dict[str, Any]]  # {check, needs, events, sufficient, status, note}
     rule_coverage: list[dict[str, Any]]  # {rule_id, rule, needs, status}
     notes: list[str] = field(default_factory=list)
+    incidents: list[dict[str, Any]] = field(default_factory=list)  # {id, severity, risk, title, tactics, alerts, first, last}
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -412,8 +413,19 @@ def compute(
         rbac_changes=_newest_first(rbac)[:LIST_LIMIT], workload_changes=_newest_first(workloads)[:LIST_LIMIT],
         exec_sessions=_newest_first(sessions)[:LIST_LIMIT],
         levels=dict(_top(levels, 10)), stages=dict(_top(stages, 10)),
-        coverage_checks=checks, rule_coverage=rule_rows, notes=notes,
+        coverage_checks=checks, rule_coverage=rule_rows, notes=notes, incidents=_incident_rows(alert_list),
     )
+
+
+def _incident_rows(alerts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The period's alerts grouped into incidents (as ``scan --incidents`` does), highest risk first."""
+    from kaudit_elk.rules.incidents import build_incidents
+
+    usable = [a for a in alerts if isinstance((a.get("kaudit") or {}).get("alert"), dict) and a["kaudit"]["alert"].get("id")]
+    rows = [{"id": i["id"], "severity": i["severity"], "risk": i["risk_score"], "title": i["title"],
+             "tactics": i["tactics"], "alerts": i["alert_count"], "first": i["first_alert_time"],
+             "last": i["last_alert_time"]} for i in (doc["kaudit"]["incident"] for doc in build_incidents(usable))]
+    return sorted(rows, key=lambda r: (-r["risk"], r["first"] or "", r["id"]))[:LIST_LIMIT]
 
 
 # --------------------------------------------------------------------------- I/O shells
@@ -636,6 +648,9 @@ def render_markdown(d: ReportData) -> str:
                                                  [(r["user"], r["verb"], r["resource"], r["namespace"], r["count"]) for r in d.denied_by_actor]), ""]
     out += ["## Alerts", "", _md_table(["Severity", "Alerts"], [(r["severity"], r["count"]) for r in d.alerts_by_severity]), "",
             _md_table(["Rule", "Severity", "Alerts"], [(r["rule"], r["severity"], r["count"]) for r in d.alerts_by_rule]), ""]
+    out += ["## Incidents", "", "Alerts of one actor (identity and source address) close in time, with a risk score.", "",
+            _md_table(["Severity", "Risk", "Incident", "Alerts", "First alert", "Last alert"],
+                      [(r["severity"], r["risk"], r["title"], r["alerts"], r["first"], r["last"]) for r in d.incidents]), ""]
     cols = ["Time", "User", "Verb", "Resource", "Namespace", "Name", "Outcome", "Detail"]
     out += ["## RBAC and workload changes", "", "### RBAC", "",
             _md_table(cols, [(r["time"], r["user"], r["verb"], r["resource"], r["namespace"], r["name"], r["outcome"], r["detail"]) for r in d.rbac_changes]),

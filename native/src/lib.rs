@@ -28,12 +28,14 @@ struct Normalizer {
 #[pymethods]
 impl Normalizer {
     #[new]
-    #[pyo3(signature = (*, cluster, stages, keep_original, max_body_bytes, max_value_bytes, ecs_version, module,
+    #[pyo3(signature = (*, cluster, namespace, stream_type, stages, keep_original, max_body_bytes, max_value_bytes, ecs_version, module,
                         dataset, envelope_key, event_markers, exec_subresources, iam_resources, write_verbs,
                         verb_types, service_resources, pod_markers))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         cluster: String,
+        namespace: String,
+        stream_type: String,
         stages: Vec<String>,
         keep_original: bool,
         max_body_bytes: usize,
@@ -53,6 +55,8 @@ impl Normalizer {
         Normalizer {
             cfg: Config {
                 cluster,
+                namespace,
+                stream_type,
                 stages,
                 keep_original,
                 max_body_bytes,

@@ -28,6 +28,9 @@ impl From<()> for Fallback {
 /// Tables and options, taken from `kaudit_elk.fieldspec` and `NormalizeOptions` at construction.
 pub struct Config {
     pub cluster: String,
+    /// `data_stream.namespace` (the stream the documents go to) and `data_stream.type`.
+    pub namespace: String,
+    pub stream_type: String,
     pub stages: Vec<String>,
     pub keep_original: bool,
     pub max_body_bytes: usize,
@@ -210,6 +213,36 @@ fn dedot<'v, 'a>(obj: &'v V<'a>) -> R<Option<O<'v, 'a>>> {
     Ok(Some(O::Obj(out)))
 }
 
+/// Python `_placeable`: a dotted key the engine can index as a path (no empty step, and no other key of
+/// the object is a path prefix of it).
+fn placeable(key: &str, pairs: &[(Cow<'_, str>, V<'_>)]) -> bool {
+    if key.split('.').any(|p| p.is_empty()) {
+        return false;
+    }
+    !key.match_indices('.').any(|(i, _)| pairs.iter().any(|(k, _)| k.as_ref() == &key[..i]))
+}
+
+/// Python `_place_dots`: the object with unplaceable dotted keys dedotted, or None when it stays as sent.
+fn place_dots<'v, 'a>(obj: &'v V<'a>) -> R<Option<O<'v, 'a>>> {
+    let pairs = match obj {
+        V::Obj(pairs, _) => pairs,
+        _ => return Ok(None),
+    };
+    let bad = |k: &str| k.contains('.') && !placeable(k, pairs);
+    if !pairs.iter().any(|(k, _)| bad(k)) {
+        return Ok(None);
+    }
+    let mut out: Vec<(Cow<'v, str>, O<'v, 'a>)> = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        let key: Cow<'v, str> = if bad(k) { Cow::Owned(k.replace('.', "_")) } else { Cow::Borrowed(k.as_ref()) };
+        if out.iter().any(|(other, _)| *other == key) {
+            return Err(Fallback); // a dedotted key meets another key: Python's dict keeps the last
+        }
+        out.push((key, O::Ref(v)));
+    }
+    Ok(Some(O::Obj(out)))
+}
+
 // ---- the document ---------------------------------------------------------------------------
 
 /// Normalize one parsed Event. `ingested` (ingest time) is stamped as `event.ingested`.
@@ -282,7 +315,7 @@ pub fn normalize(
     for (name, obj) in [("user", user), ("impersonatedUser", imp)] {
         let Some(o @ V::Obj(fields, _)) = obj else { continue };
         if let Some(extra @ V::Obj(_, _)) = o.get("extra") {
-            if let Some(d) = dedot(extra)? {
+            if let Some(d) = place_dots(extra)? {
                 let mut d = Some(d);
                 let copy = fields
                     .iter()
@@ -344,6 +377,14 @@ pub fn normalize(
     let event_pos = doc.len();
     doc.push((Cow::Borrowed("event"), O::Obj(Vec::new()))); // filled in at the end
     doc.push((Cow::Borrowed("ecs"), O::Obj(vec![(Cow::Borrowed("version"), O::S(Cow::Borrowed(&cfg.ecs_version)))])));
+    doc.push((
+        Cow::Borrowed("data_stream"),
+        O::Obj(vec![
+            (Cow::Borrowed("type"), O::S(Cow::Borrowed(&cfg.stream_type))),
+            (Cow::Borrowed("dataset"), O::S(Cow::Borrowed(&cfg.dataset))),
+            (Cow::Borrowed("namespace"), O::S(Cow::Borrowed(&cfg.namespace))),
+        ]),
+    ));
     if let Some(out) = user_out {
         user_pos = Some(doc.len());
         doc.push((Cow::Borrowed("user"), O::Obj(out)));

@@ -112,7 +112,7 @@ def run_client(kubeconfig_path: Path, events: int, prefix: str, tmp: Path, *extr
 
 def indexed_keys(engine: Engine, stream: str, prefix: str) -> Counter:
     """How many documents each (auditID, stage) has in the stream, for auditIDs starting with prefix."""
-    engine.request("POST", f"/{stream}/_refresh", ignore=(404,))
+    engine.request("POST", f"/{stream}/_refresh", ignore=(404, 503))
     counts: Counter = Counter()
     after = None
     while True:
@@ -122,7 +122,7 @@ def indexed_keys(engine: Engine, stream: str, prefix: str) -> Counter:
             comp["after"] = after
         body = engine.request("POST", f"/{stream}/_search", {
             "size": 0, "query": {"prefix": {"kubernetes.audit.auditID": prefix}},
-            "aggs": {"k": {"composite": comp}}}, ignore=(404,))
+            "aggs": {"k": {"composite": comp}}}, ignore=(404, 503))
         if not body:
             return counts
         agg = body["aggregations"]["k"]
@@ -249,6 +249,20 @@ def start_secured_elasticsearch(es_url: str, version: str = "8.19.7") -> Secured
     return SecuredElasticsearch(url, home, conf, int(pidfile.read_text()), admin, writer, run_user)
 
 
+_RUNNING: list[subprocess.Popen] = []
+
+
+def _kill_leftovers() -> None:
+    for proc in _RUNNING:
+        if proc.poll() is None:
+            proc.kill()
+
+
+import atexit  # noqa: E402
+
+atexit.register(_kill_leftovers)  # a failed test must not leave its serve running
+
+
 class ServeProcess:
     """``kaudit-elk serve`` as its own process (for SIGKILL, SIGTERM and memory figures)."""
 
@@ -266,6 +280,7 @@ class ServeProcess:
 
         self._fh = open(self.log, "ab")
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._fh, stderr=self._fh)
+        _RUNNING.append(self.proc)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

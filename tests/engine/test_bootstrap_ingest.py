@@ -220,6 +220,7 @@ def _sources(engine: Engine, stream: str) -> dict[str, dict]:
     for hit in body["hits"]["hits"]:
         doc = hit["_source"]
         doc["event"].pop("ingested")  # the time of each run
+        assert stream == f"logs-kubernetes.audit_logs-{doc['data_stream'].pop('namespace')}"  # each run's own stream
         if "kaudit_timestamp_missing" in doc.get("tags", ()):
             doc.pop("@timestamp")  # stamped with the ingest time too
         out[hit["_id"]] = doc

@@ -24,6 +24,7 @@ SOURCE = dashboards.load_source()
 QUERIES = dashboards.panel_queries(SOURCE)
 AUDIT_PANELS = [q for q in QUERIES if SOURCE.index_patterns["audit"].title_for("*") == q["index"]]
 ALERT_PANELS = [q for q in QUERIES if SOURCE.index_patterns["alerts"].title_for("*") == q["index"]]
+INCIDENT_PANELS = [q for q in QUERIES if SOURCE.index_patterns["incidents"].title_for("*") == q["index"]]
 
 
 def _ids(queries: list[dict]) -> list[str]:
@@ -94,9 +95,43 @@ def test_alert_panel_returns_data(engine: Any, alerts_index: str, query: dict[st
     assert_has_data(query, resp)
 
 
+@pytest.fixture
+def incidents_index(engine: Any, unique_name: str) -> Iterator[str]:
+    """A namespace bootstrapped for real (the incidents index template) holding the sample log's incidents."""
+    from kaudit_elk.cluster.bootstrap import apply, build_plan
+    from kaudit_elk.cluster.templates import BootstrapOptions, Names
+    from kaudit_elk.detect.scan import sample_path, scan
+    from kaudit_elk.rules.incidents import build_incidents
+    from kaudit_elk.rules.loader import default_pack_dir, load_rules
+
+    namespace = unique_name.replace("kaudit-test-", "dash")
+    opts = BootstrapOptions(namespace=namespace)
+    apply(engine, build_plan(engine, opts), opts)
+    index = Names(namespace).incidents_index
+    lines = []
+    for doc in build_incidents(scan([str(sample_path())], load_rules([default_pack_dir()]), min_severity="low")):
+        lines += [json.dumps({"index": {"_id": doc["kaudit"]["incident"]["id"]}}), json.dumps(doc)]
+    engine.request("POST", f"/{index}/_bulk", body="\n".join(lines) + "\n", params={"refresh": "true"}, ndjson=True)
+    yield index
+    engine.request("DELETE", f"/{index}", ignore=(404,))
+
+
+@pytest.mark.parametrize("query", INCIDENT_PANELS, ids=_ids(INCIDENT_PANELS))
+def test_incident_panel_returns_data(engine: Any, incidents_index: str, query: dict[str, Any]) -> None:
+    resp = engine.request("POST", f"/{incidents_index}/_search", body=query["body"])
+    assert_has_data(query, resp)
+
+
+def test_incident_fields_are_mapped_as_declared(engine: Any, incidents_index: str) -> None:
+    used = sorted(dashboards.used_fields(SOURCE)["incidents"])
+    caps = engine.request("GET", f"/{incidents_index}/_field_caps", params={"fields": ",".join(used)})["fields"]
+    wrong = {n: sorted(caps.get(n, {})) for n in used if set(caps.get(n, {})) != {SOURCE.fields["incidents"][n]}}
+    assert not wrong, f"declared vs mapped: {wrong}"
+
+
 def test_every_panel_is_covered() -> None:
-    assert len(AUDIT_PANELS) + len(ALERT_PANELS) == len(QUERIES)
-    assert ALERT_PANELS and AUDIT_PANELS
+    assert len(AUDIT_PANELS) + len(ALERT_PANELS) + len(INCIDENT_PANELS) == len(QUERIES)
+    assert ALERT_PANELS and AUDIT_PANELS and INCIDENT_PANELS
 
 
 def test_declared_fields_exist_in_the_corpus_mapping(engine: Any, ingested_corpus: str) -> None:

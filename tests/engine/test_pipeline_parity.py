@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from kaudit_elk.events.fieldspec import ENVELOPE_KEY
-from kaudit_elk.events.normalize import normalize
+from kaudit_elk.events.normalize import NormalizeOptions, normalize
 from kaudit_elk.events.pipeline import build_pipeline
 from kaudit_elk.events.sources import read_records
 
@@ -81,3 +81,22 @@ def test_pipeline_drops_stages_the_normalizer_filters(needs_processors):
     assert normalize(event) is None
     [result] = _simulate(needs_processors, [{"message": orjson.dumps(event).decode()}])
     assert result is None
+
+
+def test_pipeline_keeps_extra_keys_and_sets_its_streams_data_stream(needs_processors):
+    """user.extra keys keep their dots as in Elastic's integration (unplaceable ones dedotted, as the
+    normalizer does); data_stream.* is the pipeline's own stream even when a shipper sent other values."""
+    event = {"kind": "Event", "auditID": "x1", "stage": "ResponseComplete", "verb": "get",
+             "requestReceivedTimestamp": "2026-01-01T00:00:00.000001Z",
+             "user": {"username": "system:serviceaccount:cert-manager:cert-manager",
+                      "extra": {"authentication.kubernetes.io/pod-name": ["cert-manager-7f9"], "a": ["1"], "a.b": ["2"],
+                                "c..d": ["3"], "e.": ["4"]}},
+             "impersonatedUser": {"username": "i", "extra": {"iam.gke.io/user-assertion": ["x"]}}}
+    body = {"pipeline": build_pipeline(needs_processors.flavor, namespace="team_a"),
+            "docs": [{"_source": {"message": orjson.dumps(event).decode(),
+                                  "data_stream": {"type": "logs", "dataset": "generic", "namespace": "default"}}}]}
+    [result] = needs_processors.request("POST", "/_ingest/pipeline/_simulate", body=body)["docs"]
+    assert result["doc"]["_source"] == normalize(event, NormalizeOptions(namespace="team_a"))
+    assert result["doc"]["_source"]["kubernetes"]["audit"]["user"]["extra"]["authentication.kubernetes.io/pod-name"]
+    assert result["doc"]["_source"]["data_stream"] == {"type": "logs", "dataset": "kubernetes.audit_logs",
+                                                      "namespace": "team_a"}

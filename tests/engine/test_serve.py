@@ -151,8 +151,8 @@ def event_list(corpus_dir: Path) -> tuple[list[dict], bytes]:
 
 
 def count(engine: Engine, stream: str) -> int:
-    engine.request("POST", f"/{stream}/_refresh", ignore=(404,))
-    body = engine.request("GET", f"/{stream}/_count", ignore=(404,))
+    engine.request("POST", f"/{stream}/_refresh", ignore=(404, 503))
+    body = engine.request("GET", f"/{stream}/_count", ignore=(404, 503))  # 503: shards still starting
     return body["count"] if body else 0
 
 

@@ -33,7 +33,7 @@ def exported(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]
 def test_ndjson_parses_and_has_every_kind(exported: tuple[str, list[dict]]) -> None:
     flavor, objects = exported
     kinds = Counter(o["type"] for o in objects)
-    assert kinds["index-pattern"] == 2
+    assert kinds["index-pattern"] == 3  # audit, alerts, incidents
     assert kinds["dashboard"] == 4
     assert kinds["visualization"] >= 30
     assert kinds["search"] >= 9
@@ -101,7 +101,8 @@ def test_index_namespace_changes_titles_only() -> None:
     objs = d.render("opensearch", index_namespace="*")
     titles = {o["id"]: o["attributes"]["title"] for o in objs if o["type"] == "index-pattern"}
     assert titles == {"kaudit-index-pattern-audit": "logs-kubernetes.audit_logs-*",
-                      "kaudit-index-pattern-alerts": "kaudit-alerts-*"}
+                      "kaudit-index-pattern-alerts": "kaudit-alerts-*",
+                      "kaudit-index-pattern-incidents": "kaudit-incidents-*"}
     default = {o["id"]: o["attributes"]["title"] for o in d.render("opensearch") if o["type"] == "index-pattern"}
     assert default["kaudit-index-pattern-audit"] == "logs-kubernetes.audit_logs-kaudit"
 

@@ -95,7 +95,7 @@ def check(text: bytes, options: NormalizeOptions = DEFAULT, ingested: str | None
 
 OPTION_SETS = [
     DEFAULT,
-    NormalizeOptions(cluster="prod-eu-1", keep_original=True),
+    NormalizeOptions(cluster="prod-eu-1", namespace="prod_eu", keep_original=True),
     NormalizeOptions(stages=frozenset({"ResponseComplete", "ResponseStarted", "Panic", "RequestReceived"})),
     NormalizeOptions(max_value_bytes=300, max_body_bytes=600),  # small limits: long bodies are Python's
 ]
@@ -173,6 +173,7 @@ def test_ingest_stamp_and_id_follow_the_python_rules() -> None:
     ("a string leaf over the value limit", b'{"kind":"Event","auditID":"x","stageTimestamp":"2026-01-01T00:00:00Z","requestObject":{"data":"' + b"A" * 9000 + b'"}}'),
     ("event.duration beyond 64 bits", b'{"kind":"Event","auditID":"x","requestReceivedTimestamp":"1900-01-01T00:00:00Z","stageTimestamp":"2200-01-01T00:00:00Z"}'),
     ("nested deeper than documents go", b'{"kind":"Event","auditID":"x","stageTimestamp":"2026-01-01T00:00:00Z","x":' + b"[" * 251 + b"]" * 251 + b"}"),
+    ("dedotted extra key meets another key", b'{"kind":"Event","auditID":"x","stageTimestamp":"2026-01-01T00:00:00Z","user":{"extra":{"a":["1"],"a.b":["2"],"a_b":["3"]}}}'),
     ("invalid JSON", b'{"kind":"Event",'),
     ("not UTF-8", b'{"kind":"Event","auditID":"\xff"}'),
 ])
@@ -184,6 +185,10 @@ def test_declines_what_only_python_does_right(case: str, text: bytes) -> None:
 @pytest.mark.parametrize("case, event", [
     ("dotted annotations and extra", {"annotations": {"authorization.k8s.io/decision": "forbid", "x.y": "z"},
                                       "user": {"username": "u", "extra": {"a.b": ["c"]}}}),
+    ("extra keys kept, unplaceable ones dedotted", {
+        "user": {"username": "u", "extra": {"authentication.kubernetes.io/pod-name": ["p"], "a": ["1"], "a.b": ["2"],
+                                            "a.b.c": ["3"], "x..y": ["4"], ".z": ["5"], "w.": ["6"]}},
+        "impersonatedUser": {"username": "i", "extra": {"iam.gke.io/user-assertion": ["x"], "k": ["y"]}}}),
     ("managedFields dropped", {"verb": "update", "objectRef": {"resource": "configmaps"},
                                "requestObject": {"kind": "ConfigMap", "metadata": {"name": "c", "managedFields": [{"m": 1}]}}}),
     ("exec command", {"verb": "create", "objectRef": {"resource": "pods", "subresource": "exec"},

@@ -53,7 +53,25 @@ def test_ecs_fields_of_an_exec_event():
         "type": "kubernetes", "cluster": {"name": "default"}, "namespace": "foo",
         "resource": {"type": "pods", "name": "test-pod-1"}, "api_version": "v1",
     }
-    assert "data_stream" not in doc
+    # the stream's constants, which Elastic's rules filter on (data_stream.dataset) and report (.namespace)
+    assert doc["data_stream"] == {"type": "logs", "dataset": "kubernetes.audit_logs", "namespace": "kaudit"}
+    assert doc_of("k8s-audit-pod-exec-file.log", namespace="prod")["data_stream"]["namespace"] == "prod"
+
+
+def test_user_extra_keys_keep_their_dots_as_in_elastic_where_the_engine_can_place_them():
+    ev = {"kind": "Event", "auditID": "x", "stage": "ResponseComplete",
+          "user": {"username": "system:serviceaccount:security:trivy-operator",
+                   "extra": {"authentication.kubernetes.io/pod-name": ["trivy-operator-5d8"], "a": ["1"], "a.b": ["2"],
+                             "c..d": ["3"], ".e": ["4"]}},
+          "impersonatedUser": {"username": "u", "extra": {"iam.gke.io/user-assertion": ["x"]}},
+          "annotations": {"authorization.k8s.io/decision": "allow"}}
+    audit = normalize(ev)["kubernetes"]["audit"]
+    # Elastic's pipeline dedots annotations only: its rules read user.extra.authentication.kubernetes.io/pod-name
+    assert audit["user"]["extra"] == {"authentication.kubernetes.io/pod-name": ["trivy-operator-5d8"], "a": ["1"],
+                                      "a_b": ["2"], "c__d": ["3"], "_e": ["4"]}
+    assert audit["impersonatedUser"]["extra"] == {"iam.gke.io/user-assertion": ["x"]}
+    assert audit["annotations"] == {"authorization_k8s_io/decision": "allow"}
+    assert ev["user"]["extra"]["a.b"] == ["2"]  # the input is not changed
 
 
 def test_exec_command_is_decoded_from_the_request_uri():

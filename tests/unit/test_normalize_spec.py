@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kaudit_elk.events import fieldspec as fs
-from kaudit_elk.events.normalize import NormalizeError, normalize
+from kaudit_elk.events.normalize import NormalizeError, NormalizeOptions, normalize
 
 BASE = {"kind": "Event", "auditID": "a-1", "stage": "ResponseComplete", "verb": "create",
         "requestReceivedTimestamp": "2024-05-01T10:00:00.000001Z", "stageTimestamp": "2024-05-01T10:00:00.5Z"}
@@ -50,6 +50,24 @@ def test_dedotted_objects(path: tuple[str, ...]) -> None:
     for key in path:
         obj = obj[key]
     assert "a_b/c" in obj and "a.b/c" not in obj
+
+
+@pytest.mark.parametrize("path", fs.DOTTED_KEY_OBJECTS)
+def test_dotted_key_objects_keep_placeable_keys(path: tuple[str, ...]) -> None:
+    event = dict(BASE, user={"username": "u"}, impersonatedUser={"username": "i"})
+    _put(event, path + ("a.b/c",), ["x"])
+    _put(event, path + ("a.b/c.d",), ["y"])  # under another key: dedotted
+    obj = normalize(event)["kubernetes"]["audit"]
+    for key in path:
+        obj = obj[key]
+    assert obj == {"a.b/c": ["x"], "a_b/c_d": ["y"]}
+
+
+def test_data_stream_constants_and_namespace() -> None:
+    doc = normalize(dict(BASE), NormalizeOptions(namespace="team_a"))
+    assert doc["data_stream"] == {"type": fs.DATA_STREAM_TYPE, "dataset": fs.EVENT_DATASET, "namespace": "team_a"}
+    assert {k: v for k, v in fs.CONSTANTS.items() if k.startswith("data_stream.")} == {
+        "data_stream.type": doc["data_stream"]["type"], "data_stream.dataset": doc["data_stream"]["dataset"]}
 
 
 @pytest.mark.parametrize("spec_path", fs.POD_SPEC_PATHS)

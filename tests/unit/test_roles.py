@@ -40,6 +40,7 @@ def test_detector_writes_alerts_and_state_but_only_reads_audit() -> None:
     assert set(audit["privileges"]) <= {"read", "view_index_metadata"}
     alerts = next(b for b in es if "kaudit-alerts-prod" in b["names"])
     assert "write" in alerts["privileges"] and "kaudit-state-prod" in alerts["names"]
+    assert "kaudit-incidents-prod" in alerts["names"]  # detect stores incidents next to alerts
     os_ = _by_role("opensearch")["detector"].body["index_permissions"]
     audit_os = next(b for b in os_ if "logs-kubernetes.audit_logs-prod" in b["index_patterns"])
     assert not [a for a in audit_os["allowed_actions"] if a.startswith("indices:data/write")]

@@ -54,7 +54,12 @@ F = "kubernetes.audit."
 
 def test_field_names_and_kinds():
     assert doc_field("annotations.authorization.k8s.io/decision") == F + "annotations.authorization_k8s_io/decision"
-    assert doc_field("user.extra.authentication.kubernetes.io/pod-name") == F + "user.extra.authentication_kubernetes_io/pod-name"
+    # user.extra keys keep their dots, as Elastic's integration stores them
+    assert doc_field("user.extra.authentication.kubernetes.io/pod-name") == F + "user.extra.authentication.kubernetes.io/pod-name"
+    assert field_kind("user.extra.authentication.kubernetes.io/pod-name") == "keyword"
+    # text as in Elastic's integration: exact queries go to the keyword multi-field
+    for name in ("user.groups", "impersonatedUser.groups", "sourceIPs"):
+        assert doc_field(name) == F + name + ".keyword" and field_kind(name) == "keyword"
     assert doc_field("objectRef.resource") == F + "objectRef.resource"
     assert field_kind("verb") == "keyword"
     assert field_kind("responseStatus.code") == "integer"

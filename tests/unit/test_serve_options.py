@@ -53,3 +53,24 @@ def test_loopback_and_certificate_names() -> None:
     cert = {"subject": ((("commonName", "kube-apiserver-audit"),),), "subjectAltName": (("DNS", "audit"), ("IP Address", "1.2.3.4"))}
     assert cert_names(cert) == ["kube-apiserver-audit", "audit"]
     assert cert_names(None) == []
+
+
+def test_spooled_record_keeps_the_request_metadata_and_the_body_as_received() -> None:
+    from kaudit_elk.ingest.shipper import split_body, spool_payload
+
+    body = b'{"kind":"EventList","items":[]}\n\n{odd}'
+    meta, got = split_body(spool_payload({"id": "r-1", "peer": "10.0.0.1"}, body))
+    assert meta == {"id": "r-1", "peer": "10.0.0.1"} and got == body
+
+
+def test_engine_auth_failures_are_told_apart_from_outages() -> None:
+    from kaudit_elk.base.errors import EngineError
+    from kaudit_elk.cluster.engine import EngineRequestError
+    from kaudit_elk.ingest.bulk import EngineAuthError
+    from kaudit_elk.ingest.shipper import is_auth_failure
+
+    assert is_auth_failure(EngineAuthError("refused"))
+    assert is_auth_failure(EngineRequestError("POST", "/_bulk", 403, {}))
+    assert is_auth_failure(EngineError("http://es:9200: authentication failed (HTTP 401); check --username"))
+    assert not is_auth_failure(EngineError("http://es:9200: cannot connect (Connection refused)"))
+    assert not is_auth_failure(EngineRequestError("POST", "/_bulk", 503, {}))
