@@ -216,8 +216,15 @@ def test_elastic_rule_on_kaudit_documents(engine: Engine, stream: dict[str, Any]
     if rule["language"] == "esql":
         for field in sorted(direct):
             assert field in ours and "flattened" not in ours[field], f"{field}: ES|QL cannot read it here"
-    for field in (rule.get("new_terms") or {}).get("value", ()):
+    new_terms = (rule.get("new_terms") or {}).get("value", ())
+    for field in new_terms:
         assert any(c.get("aggregatable") for c in ours[field].values()), f"new-terms field {field} not aggregatable"
+    if new_terms:  # the positive has a value in each (a new-terms rule skips documents without one)
+        audit_id = stream["ids"][(rule_file, "positive")]
+        body = {"size": 1, "_source": False, "docvalue_fields": list(new_terms),
+                "query": {"term": {"kubernetes.audit.auditID": audit_id}}}
+        (hit,) = engine.request("POST", f"/{stream['name']}/_search", body)["hits"]["hits"]
+        assert set(hit.get("fields", {})) == set(new_terms), hit.get("fields")
 
     if rule["language"] == "esql":
         assert case.get("status", "fields only") == "fields only"
