@@ -45,32 +45,39 @@ def version() -> str | None:
     return _native.__version__ if available() else None
 
 
+def native_spec() -> str:
+    """The field-spec tables the native module executes, as the one JSON object it is built from."""
+    return orjson.dumps({
+        "ecs_version": fs.ECS_VERSION,
+        "module": fs.EVENT_MODULE,
+        "dataset": fs.EVENT_DATASET,
+        "stream_type": fs.DATA_STREAM_TYPE,
+        "envelope_key": fs.ENVELOPE_KEY,
+        "event_markers": list(envelopes.EVENT_MARKERS),
+        "exec_subresources": sorted(fs.EXEC_SUBRESOURCES),
+        "iam_resources": sorted(fs.IAM_RESOURCES),
+        "write_verbs": sorted(fs.WRITE_VERBS),
+        "verb_types": dict(fs.VERB_TYPES),
+        "service_resources": sorted(fs.SERVICE_RESOURCES),
+        "pod_markers": list(fs.POD_SPEC_MARKERS),
+    }).decode()
+
+
 def line_normalizer(options: NormalizeOptions) -> LineNormalizer | None:
     """A native ``line(text, ingested=None)`` for these options, or None when unavailable."""
     if not available():
         return None
     try:
         normalizer = _native.Normalizer(
+            native_spec(),
             cluster=options.cluster,
             namespace=options.namespace,
-            stream_type=fs.DATA_STREAM_TYPE,
             stages=sorted(options.stages),
             keep_original=options.keep_original,
             max_body_bytes=options.max_body_bytes,
             max_value_bytes=options.max_value_bytes,
-            ecs_version=fs.ECS_VERSION,
-            module=fs.EVENT_MODULE,
-            dataset=fs.EVENT_DATASET,
-            envelope_key=fs.ENVELOPE_KEY,
-            event_markers=list(envelopes.EVENT_MARKERS),
-            exec_subresources=sorted(fs.EXEC_SUBRESOURCES),
-            iam_resources=sorted(fs.IAM_RESOURCES),
-            write_verbs=sorted(fs.WRITE_VERBS),
-            verb_types=list(fs.VERB_TYPES.items()),
-            service_resources=sorted(fs.SERVICE_RESOURCES),
-            pod_markers=list(fs.POD_SPEC_MARKERS),
         )
-    except TypeError:  # a module built for another release of this package: never use it
+    except (TypeError, ValueError):  # a module built for another release of this package: never use it
         return None
     return normalizer.line
 

@@ -1,10 +1,12 @@
 """The one declaration of how a raw audit Event becomes an indexed document.
 
-Both executions are derived from the tables below (design decision 4):
+The three executions are derived from the tables below (design decision 4):
 
 * ``kaudit_elk.events.normalize`` (client side: ``ingest``, ``serve``, ``scan``) walks them in Python;
-* ``kaudit_elk.events.pipeline`` hands them to one painless script as ``params``, so the server-side
-  ingest pipeline reads the same copy list, verb/category tables and pod-spec locations.
+* the native fast path (``native/``) is built from them as one JSON object (``fastpath.native_spec``);
+* ``kaudit_elk.events.pipeline`` hands them to one painless script (``index_templates/
+  audit-pipeline-normalize.painless``) as ``params``, so the server-side ingest pipeline reads the same
+  copy list, verb/category tables and pod-spec locations.
 
 The index template generator reads :data:`TYPED_FIELDS` (dotted name -> mapping type),
 :data:`FLAT_FIELDS` (whole sub-trees mapped ``flattened`` on Elasticsearch / ``flat_object`` on

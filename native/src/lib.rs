@@ -11,6 +11,7 @@ pub mod json;
 pub mod normalize;
 mod timestamp;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 // Many small, short-lived allocations per line: mimalloc is markedly faster than glibc here.
@@ -27,53 +28,62 @@ struct Normalizer {
 
 #[pymethods]
 impl Normalizer {
+    /// `spec`: the field-spec tables as one JSON object (built by `kaudit_elk.events.fastpath` from
+    /// `kaudit_elk.events.fieldspec`); the keyword arguments are the `NormalizeOptions`.
     #[new]
-    #[pyo3(signature = (*, cluster, namespace, stream_type, stages, keep_original, max_body_bytes, max_value_bytes, ecs_version, module,
-                        dataset, envelope_key, event_markers, exec_subresources, iam_resources, write_verbs,
-                        verb_types, service_resources, pod_markers))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (spec, *, cluster, namespace, stages, keep_original, max_body_bytes, max_value_bytes))]
     fn new(
+        spec: &str,
         cluster: String,
         namespace: String,
-        stream_type: String,
         stages: Vec<String>,
         keep_original: bool,
         max_body_bytes: usize,
         max_value_bytes: usize,
-        ecs_version: String,
-        module: String,
-        dataset: String,
-        envelope_key: String,
-        event_markers: Vec<String>,
-        exec_subresources: Vec<String>,
-        iam_resources: Vec<String>,
-        write_verbs: Vec<String>,
-        verb_types: Vec<(String, String)>,
-        service_resources: Vec<String>,
-        pod_markers: Vec<String>,
-    ) -> Self {
-        Normalizer {
+    ) -> PyResult<Self> {
+        let tables = json::parse(spec.as_bytes()).map_err(|_| PyValueError::new_err("spec is not a JSON object"))?;
+        let text = |key: &str| -> PyResult<String> {
+            tables.get(key).and_then(json::V::as_str).map(str::to_string)
+                .ok_or_else(|| PyValueError::new_err(format!("spec: {key} must be a string")))
+        };
+        let list = |key: &str| -> PyResult<Vec<String>> {
+            match tables.get(key) {
+                Some(json::V::Arr(items, _)) => items.iter()
+                    .map(|v| v.as_str().map(str::to_string)
+                        .ok_or_else(|| PyValueError::new_err(format!("spec: {key} must hold strings"))))
+                    .collect(),
+                _ => Err(PyValueError::new_err(format!("spec: {key} must be a list"))),
+            }
+        };
+        let verb_types = match tables.get("verb_types") {
+            Some(json::V::Obj(pairs, _)) => pairs.iter()
+                .map(|(k, v)| v.as_str().map(|t| (k.to_string(), t.to_string()))
+                    .ok_or_else(|| PyValueError::new_err("spec: verb_types values must be strings")))
+                .collect::<PyResult<Vec<_>>>()?,
+            _ => return Err(PyValueError::new_err("spec: verb_types must be an object")),
+        };
+        Ok(Normalizer {
             cfg: Config {
                 cluster,
                 namespace,
-                stream_type,
+                stream_type: text("stream_type")?,
                 stages,
                 keep_original,
                 max_body_bytes,
                 max_value_bytes,
-                ecs_version,
-                module,
-                dataset,
-                envelope_key,
-                event_markers,
-                exec_subresources,
-                iam_resources,
-                write_verbs,
+                ecs_version: text("ecs_version")?,
+                module: text("module")?,
+                dataset: text("dataset")?,
+                envelope_key: text("envelope_key")?,
+                event_markers: list("event_markers")?,
+                exec_subresources: list("exec_subresources")?,
+                iam_resources: list("iam_resources")?,
+                write_verbs: list("write_verbs")?,
                 verb_types,
-                service_resources,
-                pod_markers,
+                service_resources: list("service_resources")?,
+                pod_markers: list("pod_markers")?,
             },
-        }
+        })
     }
 
     /// None: use the Python path; (): the stage is filtered out; else (doc_id or None, @timestamp, doc bytes).

@@ -353,3 +353,19 @@ def test_corpus_envelope_lines_match_python() -> None:
                         handled += 1
                         assert got == python_result(text, options, ingested), text[:300]
     assert handled >= 100  # the corpus's AKS and EKS lines with a string event
+
+
+def test_native_module_is_built_from_one_json_spec_of_the_field_spec_tables() -> None:
+    import kaudit_elk_native
+
+    from kaudit_elk.events import envelopes, fieldspec as fs
+
+    spec = orjson.loads(fastpath.native_spec())
+    assert spec["verb_types"] == fs.VERB_TYPES and spec["pod_markers"] == list(fs.POD_SPEC_MARKERS)
+    assert spec["event_markers"] == list(envelopes.EVENT_MARKERS) and spec["stream_type"] == fs.DATA_STREAM_TYPE
+    options = dict(cluster="c", namespace="n", stages=["ResponseComplete"], keep_original=False,
+                   max_body_bytes=1000, max_value_bytes=100)
+    for key in spec:  # every table is required, and a missing one is named
+        broken = orjson.dumps({k: v for k, v in spec.items() if k != key}).decode()
+        with pytest.raises(ValueError, match=key):
+            kaudit_elk_native.Normalizer(broken, **options)
