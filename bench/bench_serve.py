@@ -179,11 +179,17 @@ def main() -> None:
         best = 0.0
         total = 0
         print(f"{'offered ev/s':>12} {'senders':>7} {'acked ev/s':>11} {'p50 s':>7} {'p99 s':>7} {'failed':>6} "
-              f"{'serve CPU s':>11} {'client CPU s':>12}  sustained")
+              f"{'serve CPU s':>11} {'client CPU s':>12} {'fsync ms':>9} {'429s':>5}  sustained")
         for rate in (float(r) for r in args.rates.split(",")):
             n = int(rate * args.seconds)
             cpu0, kids0 = serve.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            m0 = serve.metrics()
             s = send(client, cfg, n, rate, f"r{int(rate)}-{uuid.uuid4().hex[:4]}")
+            m1 = serve.metrics()
+            writes = m1.get("kaudit_spool_write_seconds_count", 0) - m0.get("kaudit_spool_write_seconds_count", 0)
+            fsync_ms = 1000 * (m1.get("kaudit_spool_write_seconds_sum", 0) - m0.get("kaudit_spool_write_seconds_sum", 0)) \
+                / max(writes, 1)
+            busy = m1.get('kaudit_serve_requests_total{code="429"}', 0) - m0.get('kaudit_serve_requests_total{code="429"}', 0)
             kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = serve.cpu_seconds() - cpu0
             client_cpu = kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
@@ -193,8 +199,8 @@ def main() -> None:
                 best = max(best, s["delivered"] / s["elapsed_seconds"])
             print(f"{rate:>12,.0f} {max(1, math.ceil(rate / APISERVER_CEILING)):>7} "
                   f"{s['delivered'] / s['elapsed_seconds']:>11,.0f} {s['ack_p50_seconds']:>7.3f} "
-                  f"{s['ack_p99_seconds']:>7.3f} {s['failed']:>6} {cpu:>11.2f} {client_cpu:>12.2f}  "
-                  f"{'yes' if ok else 'no'}", flush=True)
+                  f"{s['ack_p99_seconds']:>7.3f} {s['failed']:>6} {cpu:>11.2f} {client_cpu:>12.2f} {fsync_ms:>9.1f} "
+                  f"{busy:>5.0f}  {'yes' if ok else 'no'}", flush=True)
             wait_shipped(serve, total)  # each rate starts with an empty spool and an idle shipper
         rss = serve.peak_rss_mib()
         serve.stop()
