@@ -139,11 +139,13 @@ def send(client: str, cfg: Path, events: int, rate: float, prefix: str, input_fi
 
 
 def wait_shipped(serve: Serve, total: float, timeout: float = 1800) -> float:
-    """Seconds until the shipper has indexed (or found as duplicates) ``total`` events."""
+    """Seconds until the shipper has indexed (or found as duplicates) ``total`` events and the
+    spool is empty."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         m = serve.metrics()
-        if m.get("kaudit_ship_indexed_total", 0) + m.get("kaudit_ship_duplicates_total", 0) >= total:
+        done = m.get("kaudit_ship_indexed_total", 0) + m.get("kaudit_ship_duplicates_total", 0)
+        if done >= total and m.get("kaudit_spool_records", 1) == 0:
             return time.monotonic() - start
         time.sleep(0.2)
     raise SystemExit("shipping did not finish")
@@ -164,7 +166,8 @@ def main() -> None:
     try:
         ca, cert, key = make_pki(tmp)
         templates = tmp / "events.ndjson"
-        events = make_events(args.ship_events)
+        # events with a stage: the Go client writes a missing stage as "", which the stage policy skips
+        events = [e for e in make_events(args.ship_events * 3) if e.get("stage")][:args.ship_events]
         templates.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
 
         def fresh() -> str:
