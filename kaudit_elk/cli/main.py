@@ -269,6 +269,7 @@ def ingest(
     retry_for: Annotated[float, typer.Option(help="Seconds to keep retrying an unavailable engine before giving up")] = 600.0,
     keep_original: Annotated[bool, typer.Option("--keep-original", help="Store the raw event in event.original")] = False,
     refresh: Annotated[bool, typer.Option("--refresh", help="Refresh the stream at the end so the events are searchable at once")] = False,
+    integrity: Annotated[bool, typer.Option("--integrity/--no-integrity", help="Chain every batch in kaudit-integrity-<namespace> for `verify`")] = True,
     output: OutputOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
@@ -293,7 +294,7 @@ def ingest(
         options = IngestOptions(namespace=settings.namespace, cluster=settings.cluster,
                                 batch_bytes=int(batch_mb * 1024 * 1024), workers=workers, retry_for=retry_for,
                                 dead_letter=dead_letter, checkpoint=checkpoint, keep_original=keep_original,
-                                follow=follow, refresh=refresh)
+                                follow=follow, refresh=refresh, integrity=integrity)
         bar = console.progress("events")
         try:
             stats = run_ingest(engine, paths, options, progress=bar.advance)

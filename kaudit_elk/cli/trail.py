@@ -161,3 +161,60 @@ def register(app: typer.Typer) -> None:
         code = run(console, body)
         if code:
             raise typer.Exit(code)
+
+    @app.command("verify")
+    def verify_cmd(
+        since: Annotated[str, typer.Option("--since", help="Start of the range (ISO time or now-24h, now-7d)")] = "now-24h",
+        until: Annotated[str, typer.Option("--until", help="End of the range")] = "now",
+        url: UrlOpt = None, username: UserOpt = None, password: PasswordOpt = None, api_key: ApiKeyOpt = None,
+        ca_certs: CaOpt = None, verify_certs: VerifyOpt = None, config: ConfigOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = OutputFormat.text,
+        quiet: QuietOpt = False,
+    ) -> None:
+        """Recompute the integrity chain from the stored documents: modified, deleted and inserted documents per batch.
+
+        Keyed chains (KAUDIT_INTEGRITY_KEY set when writing) need the same key to check link hashes.
+        """
+        console = Console(quiet)
+
+        def body() -> int:
+            from kaudit_elk.cluster.engine import connect
+            from kaudit_elk.trail.verify import verify
+
+            settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
+                                     namespace=namespace)
+            engine = connect(settings)
+            try:
+                report = verify(engine, settings.namespace, since, until)
+            finally:
+                engine.close()
+            if output is OutputFormat.json:
+                console.json(report.as_dict())
+            else:
+                for rep in report.bad_links:
+                    console.data(f"link {rep.chain}:{rep.seq} (written {rep.created or '?'}, {rep.count} documents)")
+                    for p in rep.problems:
+                        console.data(f"  {p}")
+                    for i in rep.modified:
+                        console.data(f"  modified  {i}")
+                    for i in rep.deleted:
+                        console.data(f"  deleted   {i}")
+                for doc in report.inserted:
+                    console.data(f"inserted outside the chain  {doc['id']}  {doc['index']}  {doc.get('timestamp')}"
+                                 + (f"  ({doc['note']})" if doc.get("note") else ""))
+                for note in report.notes:
+                    console.warn(note)
+                if report.unverified_hashes:
+                    console.warn(f"{report.unverified_hashes} keyed link(s): their hashes were not checked "
+                                 "(set KAUDIT_INTEGRITY_KEY)")
+                console.info(f"{report.chains} chain(s), {report.links} link(s), {report.documents} chained documents, "
+                             f"{report.stored} stored in range: {report.modified} modified, {report.deleted} deleted, "
+                             f"{len(report.inserted)} inserted outside the chain, "
+                             f"{sum(1 for r in report.bad_links if r.problems)} bad link(s)"
+                             + ("" if not report.ok else " — clean"))
+            return 0 if report.ok and not report.notes else EXIT_FINDINGS
+
+        code = run(console, body)
+        if code:
+            raise typer.Exit(code)

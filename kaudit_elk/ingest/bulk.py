@@ -36,6 +36,7 @@ from kaudit_elk.base.files import open_private
 from kaudit_elk.events.checkpoint import Checkpoint, FileId
 from kaudit_elk.events.sources import Record, read_records
 from kaudit_elk.cluster.templates import Names
+from kaudit_elk.cluster import integrity
 
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 AUTH_FAILURES = frozenset({401, 403})
@@ -65,6 +66,7 @@ class IngestOptions:
     keep_original: bool = False
     follow: bool = False
     refresh: bool = False  # refresh the stream at the end (tests, demos)
+    integrity: bool = True  # chain every batch in kaudit-integrity-<namespace> (kaudit_elk.cluster.integrity)
 
 
 @dataclass
@@ -101,6 +103,8 @@ Positions = dict[tuple[int, int], tuple[FileId, str, int]]
 class _Batch:
     items: list[_Item]
     checkpoint: Positions
+    created: list[_Item] = field(default_factory=list)  # items the engine created (for the integrity chain)
+    link: Any = None
 
 
 class DeadLetters:
@@ -185,6 +189,7 @@ class Ingester:
         self._backing_indices = 0
         self._stream_info_at = 0.0
         self.native = fastpath.line_normalizer(self.norm)
+        self.chain = integrity.ChainWriter(engine, options.namespace, self.stream) if options.integrity else None
         self._refresh_stream_info()
 
     # -- reading and normalizing (pure per record) --------------------------------------------
@@ -319,6 +324,7 @@ class Ingester:
                     res = next(iter(entry.values()))
                     status = int(res.get("status", 0))
                     if status in (200, 201):
+                        batch.created.append(it)
                         with self._lock:
                             self.stats.indexed += 1
                     elif status == 409:
@@ -358,6 +364,14 @@ class Ingester:
         if self._on_idle is not None:
             self._on_idle()
 
+    def _send_chained(self, batch: _Batch) -> None:
+        """Send, then digest what was created (in the worker thread; ``settle`` writes the link in order)."""
+        try:
+            self._send(batch)
+        finally:
+            if self.chain is not None:
+                batch.link = integrity.prepare(batch.created)
+
     # -- the run ------------------------------------------------------------------------------
     def run(self, records: Iterable[Record], checkpoint: Checkpoint | None = None) -> IngestStats:
         """Send ``records``; after each settled batch (in order) record the positions in ``checkpoint``."""
@@ -372,7 +386,11 @@ class Ingester:
         def settle(block: bool) -> None:
             while in_flight and (block or in_flight[0][0].done()):
                 fut, batch = in_flight.popleft()
-                fut.result()  # re-raises a batch that gave up or was refused
+                try:
+                    fut.result()  # re-raises a batch that gave up or was refused
+                finally:
+                    if self.chain is not None:
+                        self.chain.commit(batch.link)  # the documents it did create are chained all the same
                 if batch.checkpoint:
                     checkpoint.update({fid: (path, off) for fid, path, off in batch.checkpoint.values()})
 
@@ -384,7 +402,7 @@ class Ingester:
                 while len(in_flight) >= max_in_flight:
                     in_flight[0][0].result()
                     settle(False)
-                in_flight.append((pool.submit(self._send, batch), batch))
+                in_flight.append((pool.submit(self._send_chained, batch), batch))
                 settle(False)
 
             def on_idle() -> None:  # --follow and nothing new: send what waits (a quiet file is not held back)
