@@ -207,6 +207,12 @@ def register(app: typer.Typer) -> None:
             pack = load_pack(rules_dir, no_default=no_default_rules)
             rule = pack.get(rule_id)
             console.data(Path(rule.path).read_text(encoding="utf-8"))
+            from kaudit_elk.rules.response import notes_for, render_text
+
+            note = notes_for(rule.id)
+            if note is not None:
+                console.data("# Response (detections/response.yml)\n" + "\n".join(
+                    "# " + line for line in render_text(note).splitlines()))
 
         run(console, body)
 

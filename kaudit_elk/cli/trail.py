@@ -27,6 +27,7 @@ class FailOn(str, Enum):
     never = "never"
 
 
+RepoOpt = Annotated[str, typer.Option("--repository", help="Snapshot repository (registered in the cluster, or created with --fs-location)")]
 _MARK = {"ok": "ok", "reduced": "reduced", "degraded": "DEGRADED", "blind": "BLIND", "withheld": "withheld"}
 
 
@@ -214,6 +215,182 @@ def register(app: typer.Typer) -> None:
                              f"{sum(1 for r in report.bad_links if r.problems)} bad link(s)"
                              + ("" if not report.ok else " — clean"))
             return 0 if report.ok and not report.notes else EXIT_FINDINGS
+
+        code = run(console, body)
+        if code:
+            raise typer.Exit(code)
+
+    archive_app = typer.Typer(help="Snapshots of closed periods: archive, list, verify.", invoke_without_command=True)
+    app.add_typer(archive_app, name="archive")
+
+    @archive_app.callback()
+    def archive_cmd(
+        ctx: typer.Context,
+        repository: RepoOpt = "kaudit-archive",
+        fs_location: Annotated[Optional[str], typer.Option("--fs-location", help="Register REPOSITORY as an fs repository at this path (under the engine's path.repo)")] = None,
+        profile: Annotated[Optional[str], typer.Option("--profile", help="Retention profile: pci-dss, soc2, iso27001, omb-m-21-31 (sets --keep-days and checks the lifecycle)")] = None,
+        keep_days: Annotated[Optional[float], typer.Option("--keep-days", help="Delete snapshots whose newest event is older than this")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be snapshotted and deleted")] = False,
+        url: UrlOpt = None, username: UserOpt = None, password: PasswordOpt = None, api_key: ApiKeyOpt = None,
+        ca_certs: CaOpt = None, verify_certs: VerifyOpt = None, config: ConfigOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = OutputFormat.text,
+        quiet: QuietOpt = False,
+    ) -> None:
+        """Snapshot every closed period (rolled-over backing index) not archived yet (cron it daily)."""
+        ctx.obj = {"repository": repository, "fs_location": fs_location, "conn": dict(
+            url=url, username=username, password=password, api_key=api_key, ca_certs=ca_certs,
+            verify_certs=verify_certs, config=config), "namespace": namespace, "output": output, "quiet": quiet}
+        if ctx.invoked_subcommand:
+            return
+        console = Console(quiet)
+
+        def body() -> None:
+            from kaudit_elk.cluster.engine import connect
+            from kaudit_elk.trail import archive as arch
+
+            prof = arch.profile(profile) if profile else None
+            keep = keep_days if keep_days is not None else (prof.retained_days if prof else None)
+            settings = settings_from(**ctx.obj["conn"], namespace=namespace)
+            engine = connect(settings)
+            try:
+                arch.ensure_repository(engine, repository, fs_location)
+                result = arch.archive(engine, settings.namespace, repository, keep, dry_run)
+            finally:
+                engine.close()
+            if prof:
+                console.info(f"profile {prof.name} ({prof.framework}): {prof.requirement} -> lifecycle keeps "
+                             f"{prof.searchable_days} days searchable (bootstrap --retention-days {prof.searchable_days}), "
+                             f"archives kept {prof.retained_days} days")
+            if output is OutputFormat.json:
+                console.json({"dry_run": dry_run, "created": [arch.as_dict(s) for s in result.created],
+                              "already": result.already, "deleted": result.deleted, "open_index": result.open_index})
+                return
+            for s in result.created:
+                console.data(f"{'would snapshot' if dry_run else 'snapshot'} {s.name}: {s.backing_index}, {s.docs} "
+                             f"documents, {s.min_ts} .. {s.max_ts}")
+            for name in result.deleted:
+                console.data(f"{'would delete' if dry_run else 'deleted'} {name} (past {keep:g} days)")
+            console.info(f"{len(result.created)} period(s) archived, {len(result.already)} archived before, "
+                         f"open: {result.open_index or 'none'}")
+
+        run(console, body)
+
+    @archive_app.command("list")
+    def archive_list(ctx: typer.Context) -> None:
+        """The snapshots of this namespace with their periods."""
+        o = ctx.obj
+        console = Console(o["quiet"])
+
+        def body() -> None:
+            from kaudit_elk.cluster.engine import connect
+            from kaudit_elk.trail import archive as arch
+
+            settings = settings_from(**o["conn"], namespace=o["namespace"])
+            engine = connect(settings)
+            try:
+                snaps = arch.list_snapshots(engine, o["repository"], settings.namespace)
+            finally:
+                engine.close()
+            if o["output"] is OutputFormat.json:
+                console.json([arch.as_dict(s) for s in snaps])
+                return
+            for s in snaps:
+                console.data(f"{s.name:60} {s.state:8} {s.docs:>9} docs  {s.min_ts} .. {s.max_ts}")
+
+        run(console, body)
+
+    @archive_app.command("verify")
+    def archive_verify_cmd(
+        ctx: typer.Context,
+        snapshots: Annotated[Optional[list[str]], typer.Argument(help="Snapshot names (default: every snapshot of the namespace)")] = None,
+    ) -> None:
+        """Restore snapshots into scratch indices, run verify on each copy, delete the copies."""
+        o = ctx.obj
+        console = Console(o["quiet"])
+
+        def body() -> int:
+            from kaudit_elk.cluster.engine import connect
+            from kaudit_elk.trail import archive as arch
+
+            settings = settings_from(**o["conn"], namespace=o["namespace"])
+            engine = connect(settings)
+            results = []
+            try:
+                names = list(snapshots or [s.name for s in arch.list_snapshots(engine, o["repository"], settings.namespace)])
+                for name in names:
+                    results.append((name, arch.archive_verify(engine, settings.namespace, name, o["repository"])))
+            finally:
+                engine.close()
+            if o["output"] is OutputFormat.json:
+                console.json([{"snapshot": n, **r.as_dict()} for n, r in results])
+            else:
+                for n, r in results:
+                    console.data(f"{'ok  ' if r.ok and not r.notes else 'FAIL'} {n}: {r.stored} documents, {r.links} links, "
+                                 f"{r.modified} modified, {r.deleted} deleted, {len(r.inserted)} outside the chain"
+                                 + "".join(f"; {x}" for x in r.notes))
+            if not results:
+                console.warn("no snapshots to verify")
+            return 0 if results and all(r.ok and not r.notes for _, r in results) else EXIT_FINDINGS
+
+        code = run(console, body)
+        if code:
+            raise typer.Exit(code)
+
+    @app.command("doctor")
+    def doctor_cmd(
+        max_data_age: Annotated[str, typer.Option("--max-data-age", help="Fail when a cluster sent nothing for this long (15m, 1h)")] = "15m",
+        max_detect_age: Annotated[str, typer.Option("--max-detect-age", help="Fail when detect last completed longer ago")] = "30m",
+        verify_since: Annotated[str, typer.Option("--verify-since", help="Range of the integrity check")] = "now-1h",
+        repository: Annotated[Optional[str], typer.Option("--repository", help="Snapshot repository of the archive ('' to skip)")] = "kaudit-archive",
+        dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", help="Local dead-letter file to look at")] = "kaudit-dead-letters.ndjson",
+        prometheus_textfile: Annotated[Optional[str], typer.Option("--prometheus-textfile", help="Also write the results as Prometheus textfile-collector metrics")] = None,
+        url: UrlOpt = None, username: UserOpt = None, password: PasswordOpt = None, api_key: ApiKeyOpt = None,
+        ca_certs: CaOpt = None, verify_certs: VerifyOpt = None, config: ConfigOpt = None,
+        namespace: NamespaceOpt = None,
+        output: OutputOpt = OutputFormat.text,
+        quiet: QuietOpt = False,
+    ) -> None:
+        """Check a live deployment end to end; a table of checks with fixes; exit 5 when one fails."""
+        console = Console(quiet)
+
+        def body() -> int:
+            import time as _time
+
+            from kaudit_elk.cluster.engine import connect
+            from kaudit_elk.cluster.retention import parse_age
+            from kaudit_elk.trail.doctor import DoctorOptions, doctor
+            from kaudit_elk.trail.metrics import render, write_textfile
+
+            try:
+                data_age, detect_age = parse_age(max_data_age), parse_age(max_detect_age)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config, namespace=namespace)
+            started = _time.time()
+            engine = connect(settings)
+            try:
+                report = doctor(engine, DoctorOptions(settings.namespace, data_age, detect_age, verify_since,
+                                                      repository or None, dead_letter=dead_letter or None))
+            finally:
+                engine.close()
+            if prometheus_textfile:
+                labelled = [("check_ok", {"check": c.name}, 1.0 if c.status != "fail" else 0.0) for c in report.checks]
+                labelled += [("cluster_last_event_age_seconds", {"cluster": k}, v) for k, v in report.cluster_ages.items()]
+                write_textfile(prometheus_textfile, render("doctor", {
+                    "last_run_timestamp_seconds": started, "duration_seconds": _time.time() - started,
+                    **report.figures}, labelled))
+            if output is OutputFormat.json:
+                console.json({"ok": not report.failed, "checks": [
+                    {"check": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in report.checks]})
+            else:
+                width = max(len(c.name) for c in report.checks)
+                for c in report.checks:
+                    console.data(f"{c.status.upper():4}  {c.name:{width}}  {c.detail}")
+                    if c.fix:
+                        console.data(f"{'':4}  {'':{width}}  fix: {c.fix}")
+                console.info(f"{len(report.failed)} check(s) failed" if report.failed else "all checks passed")
+            return EXIT_FINDINGS if report.failed else 0
 
         code = run(console, body)
         if code:

@@ -38,7 +38,7 @@ MAPPING = {
         "chain": {"type": "keyword"}, "seq": {"type": "long"}, "prev": {"type": "keyword"},
         "hash": {"type": "keyword"}, "keyed": {"type": "boolean"}, "count": {"type": "integer"},
         "created": {"type": "date"}, "min_ts": {"type": "date"}, "max_ts": {"type": "date"},
-        "stream": {"type": "keyword"}, "writer": {"type": "keyword"},
+        "stream": {"type": "keyword"}, "writer": {"type": "keyword"}, "indices": {"type": "keyword"},
         "ids": {"type": "keyword", "doc_values": False},
         "digests": {"type": "keyword", "index": False, "doc_values": False},
     }},
@@ -85,15 +85,17 @@ class PreparedLink:
     digests: list[str]
     min_ts: str | None
     max_ts: str | None
+    indices: list[str]
 
 
-def prepare(items: Sequence[Any]) -> PreparedLink | None:
-    """Digests of created items (objects with ``doc_id``, ``timestamp``, ``source``); None when empty."""
+def prepare(items: Sequence[Any], indices: Sequence[str] = ()) -> PreparedLink | None:
+    """Digests of created items (objects with ``doc_id``, ``timestamp``, ``source``) and the backing
+    indices they were created in; None when there are none."""
     if not items:
         return None
     ts = [it.timestamp for it in items if it.timestamp]
     return PreparedLink([it.doc_id for it in items], [doc_digest(it.source) for it in items],
-                        min(ts) if ts else None, max(ts) if ts else None)
+                        min(ts) if ts else None, max(ts) if ts else None, sorted({i for i in indices if i}))
 
 
 def ensure_index(engine: Engine, index: str) -> None:
@@ -139,7 +141,7 @@ class ChainWriter:
             doc = {"chain": self.chain, "seq": seq, "prev": self.prev, "hash": digest, "keyed": self.key is not None,
                    "count": len(link.ids), "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds")
                    .replace("+00:00", "Z"), "min_ts": link.min_ts, "max_ts": link.max_ts, "stream": self.stream,
-                   "writer": self.writer, "ids": link.ids, "digests": link.digests}
+                   "writer": self.writer, "indices": link.indices, "ids": link.ids, "digests": link.digests}
             self._write(f"{self.chain}:{seq:012d}", doc)
             self.seq, self.prev = seq, digest
 

@@ -104,6 +104,7 @@ class _Batch:
     items: list[_Item]
     checkpoint: Positions
     created: list[_Item] = field(default_factory=list)  # items the engine created (for the integrity chain)
+    created_in: list[str] = field(default_factory=list)  # the backing index each was created in
     link: Any = None
 
 
@@ -308,7 +309,7 @@ class Ingester:
             payload = b"".join(it.action + b"\n" + it.source + b"\n" for it in pending)
             try:
                 result = self.engine.request("POST", "/_bulk", body=payload, ndjson=True, params={
-                    "pipeline": "_none", "filter_path": "errors,items.*.status,items.*.error"})
+                    "pipeline": "_none", "filter_path": "errors,items.*.status,items.*.error,items.*._index"})
             except EngineRequestError as exc:
                 if exc.status not in RETRYABLE and exc.status != 0:  # 0: no status at all, retry
                     raise self._refused(exc.status, str(exc), len(pending)) from None
@@ -325,6 +326,7 @@ class Ingester:
                     status = int(res.get("status", 0))
                     if status in (200, 201):
                         batch.created.append(it)
+                        batch.created_in.append(str(res.get("_index", "")))
                         with self._lock:
                             self.stats.indexed += 1
                     elif status == 409:
@@ -370,7 +372,7 @@ class Ingester:
             self._send(batch)
         finally:
             if self.chain is not None:
-                batch.link = integrity.prepare(batch.created)
+                batch.link = integrity.prepare(batch.created, batch.created_in)
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, records: Iterable[Record], checkpoint: Checkpoint | None = None) -> IngestStats:

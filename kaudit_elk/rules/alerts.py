@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import orjson
 
 from kaudit_elk.events.normalize import client_ip
+from kaudit_elk.rules.response import notes_for
 
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def alert_id(rule_id: str, audit_ids: Sequence[str], group: Mapping[str, Any] | 
 
 
 def _rule_fields(rule: "PackRule") -> dict[str, Any]:
-    return {
+    fields = {
         "id": rule.id,
         "name": rule.title,
         "level": rule.level,
@@ -68,6 +69,10 @@ def _rule_fields(rule: "PackRule") -> dict[str, Any]:
         "kind": rule.kind,
         "audit_level": rule.audit_level,
     }
+    note = notes_for(rule.id)
+    if note is not None:
+        fields["response"] = note  # triage and response guidance (detections/response.yml)
+    return fields
 
 
 def _event_iso(event: Mapping[str, Any], t: float | None) -> str | None:

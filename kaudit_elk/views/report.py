@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
+from kaudit_elk.rules.response import notes_for
+
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 _LEVEL_RANK = {name: i for i, name in enumerate(LEVELS)}
 SEVERITIES = ("critical", "high", "medium", "low", "informational")
@@ -407,7 +409,8 @@ def compute(
         denied_latest=_newest_first([_row(d) for d in denied])[:LIST_LIMIT],
         alerts_by_severity=sorted(({"severity": s, "count": c} for s, c in sev.items()),
                                   key=lambda r: sev_order.get(r["severity"], 99)),
-        alerts_by_rule=sorted(({"rule_id": k[0], "rule": k[1], "severity": rule_sev[k], "count": c} for k, c in by_rule.items()),
+        alerts_by_rule=sorted(({"rule_id": k[0], "rule": k[1], "severity": rule_sev[k], "count": c,
+                                "response": notes_for(str(k[0]))} for k, c in by_rule.items()),
                               key=lambda r: (sev_order.get(r["severity"], 99), -r["count"], r["rule"])),
         alerts_latest=alerts_latest,
         rbac_changes=_newest_first(rbac)[:LIST_LIMIT], workload_changes=_newest_first(workloads)[:LIST_LIMIT],
@@ -648,6 +651,13 @@ def render_markdown(d: ReportData) -> str:
                                                  [(r["user"], r["verb"], r["resource"], r["namespace"], r["count"]) for r in d.denied_by_actor]), ""]
     out += ["## Alerts", "", _md_table(["Severity", "Alerts"], [(r["severity"], r["count"]) for r in d.alerts_by_severity]), "",
             _md_table(["Rule", "Severity", "Alerts"], [(r["rule"], r["severity"], r["count"]) for r in d.alerts_by_rule]), ""]
+    responded = [r for r in d.alerts_by_rule if r.get("response")]
+    if responded:
+        out += ["### Response", ""]
+        for r in responded:
+            note = r["response"]
+            out += [f"**{r['rule']}** — check: " + " ".join(note["triage"]) + f" Open `{note['search']}`. Contain: "
+                    + " ".join(note["contain"]), ""]
     out += ["## Incidents", "", "Alerts of one actor (identity and source address) close in time, with a risk score.", "",
             _md_table(["Severity", "Risk", "Incident", "Alerts", "First alert", "Last alert"],
                       [(r["severity"], r["risk"], r["title"], r["alerts"], r["first"], r["last"]) for r in d.incidents]), ""]
