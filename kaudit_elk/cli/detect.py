@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Judge each identity's closed hours against its own history (aggregations; 7 days warm-up)")] = False,
         incident_min_severity: Annotated[Severity, typer.Option("--incident-min-severity", help="Announce incidents at or above this severity")] = Severity.medium,
         fail_on: Annotated[Optional[Severity], typer.Option("--fail-on", help=f"Exit {EXIT_ALERTS} when a new alert is at or above this severity")] = None,
+        prometheus_textfile: Annotated[Optional[str], typer.Option("--prometheus-textfile", help="Write each run's figures (last success, duration, alerts, search lag) as Prometheus textfile-collector metrics")] = None,
         loop: Annotated[bool, typer.Option("--loop", help="Keep running, one run every --interval")] = False,
         interval: Annotated[str, typer.Option(help="Time between runs with --loop")] = "1m",
         quiet: QuietOpt = False,
@@ -126,8 +127,24 @@ def register(app: typer.Typer) -> None:
                                    targets if notify is not Notify.alerts else []) if incidents else None
             worst = -1
             while True:
-                result = run_detect(engine, pack, options, outputs, incidents=grouping,
-                                    baselines=BaselineOptions() if baselines else None)
+                started = time.time()
+                try:
+                    result = run_detect(engine, pack, options, outputs, incidents=grouping,
+                                        baselines=BaselineOptions() if baselines else None)
+                except BaseException:
+                    if prometheus_textfile:
+                        from kaudit_elk.trail.metrics import write_run
+
+                        write_run(prometheus_textfile, "detect", False, started, time.time())
+                    raise
+                if prometheus_textfile:
+                    from kaudit_elk.trail.metrics import write_run
+
+                    lag = (datetime.now(timezone.utc) - result.windows[-1][1]).total_seconds() if result.windows else None
+                    write_run(prometheus_textfile, "detect", True, started, time.time(), {
+                        "new_alerts": len(result.new_alerts), "known_alerts": result.known_alerts,
+                        "renotified_alerts": result.renotified, "rules": len(pack.rules),
+                        **({"search_lag_seconds": lag} if lag is not None else {})})
                 for note in dict.fromkeys(result.notes):
                     console.info(note)
                 for a in result.new_alerts:

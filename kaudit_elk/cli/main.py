@@ -270,6 +270,7 @@ def ingest(
     keep_original: Annotated[bool, typer.Option("--keep-original", help="Store the raw event in event.original")] = False,
     refresh: Annotated[bool, typer.Option("--refresh", help="Refresh the stream at the end so the events are searchable at once")] = False,
     integrity: Annotated[bool, typer.Option("--integrity/--no-integrity", help="Chain every batch in kaudit-integrity-<namespace> for `verify`")] = True,
+    prometheus_textfile: Annotated[Optional[str], typer.Option("--prometheus-textfile", help="Write the run's figures as Prometheus textfile-collector metrics")] = None,
     output: OutputOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
@@ -296,10 +297,18 @@ def ingest(
                                 dead_letter=dead_letter, checkpoint=checkpoint, keep_original=keep_original,
                                 follow=follow, refresh=refresh, integrity=integrity)
         bar = console.progress("events")
+        import time as _time
+
+        started, stats = _time.time(), None
         try:
             stats = run_ingest(engine, paths, options, progress=bar.advance)
         finally:
             bar.close()
+            if prometheus_textfile:
+                from kaudit_elk.trail.metrics import write_run
+
+                figures = {k: float(v) for k, v in stats.as_dict().items() if isinstance(v, int)} if stats else {}
+                write_run(prometheus_textfile, "ingest", stats is not None, started, _time.time(), figures)
         if output is OutputFormat.json:
             console.json(stats.as_dict())
         else:

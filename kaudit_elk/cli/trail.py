@@ -360,7 +360,7 @@ def register(app: typer.Typer) -> None:
             from kaudit_elk.cluster.engine import connect
             from kaudit_elk.cluster.retention import parse_age
             from kaudit_elk.trail.doctor import DoctorOptions, doctor
-            from kaudit_elk.trail.metrics import render, write_textfile
+            from kaudit_elk.trail import metrics
 
             try:
                 data_age, detect_age = parse_age(max_data_age), parse_age(max_detect_age)
@@ -377,9 +377,9 @@ def register(app: typer.Typer) -> None:
             if prometheus_textfile:
                 labelled = [("check_ok", {"check": c.name}, 1.0 if c.status != "fail" else 0.0) for c in report.checks]
                 labelled += [("cluster_last_event_age_seconds", {"cluster": k}, v) for k, v in report.cluster_ages.items()]
-                write_textfile(prometheus_textfile, render("doctor", {
+                metrics.write(prometheus_textfile, "doctor", {
                     "last_run_timestamp_seconds": started, "duration_seconds": _time.time() - started,
-                    **report.figures}, labelled))
+                    **report.figures}, labelled)
             if output is OutputFormat.json:
                 console.json({"ok": not report.failed, "checks": [
                     {"check": c.name, "status": c.status, "detail": c.detail, "fix": c.fix} for c in report.checks]})

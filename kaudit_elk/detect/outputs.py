@@ -120,6 +120,7 @@ def alertmanager_payload(alerts: list[Alert], resolve_after: timedelta = timedel
                 "description": str(alert["rule"].get("description") or ""),
                 "audit_ids": ",".join(a.get("audit_ids") or []),
                 "group": json.dumps(a.get("group") or {}, sort_keys=True),
+                **_response_annotations(alert["rule"].get("response")),
             },
             "startsAt": starts,
             "endsAt": ends.isoformat().replace("+00:00", "Z"),
@@ -155,6 +156,13 @@ def alertmanager_incident_payload(incidents: list[dict[str, Any]],
             "endsAt": ends.isoformat().replace("+00:00", "Z"),
         })
     return out
+
+def _response_annotations(note: Any) -> dict[str, str]:
+    """The rule's triage/response notes as annotations (``triage``, ``saved_search``, ``contain``)."""
+    if not isinstance(note, dict):
+        return {}
+    return {"triage": " ".join(note.get("triage") or []), "saved_search": str(note.get("search") or ""),
+            "contain": " ".join(note.get("contain") or [])}
 
 
 @dataclass

@@ -67,6 +67,7 @@ class IngestOptions:
     follow: bool = False
     refresh: bool = False  # refresh the stream at the end (tests, demos)
     integrity: bool = True  # chain every batch in kaudit-integrity-<namespace> (kaudit_elk.cluster.integrity)
+    writer: str = "ingest"  # names the writer's chain (ingest | serve)
 
 
 @dataclass
@@ -190,7 +191,8 @@ class Ingester:
         self._backing_indices = 0
         self._stream_info_at = 0.0
         self.native = fastpath.line_normalizer(self.norm)
-        self.chain = integrity.ChainWriter(engine, options.namespace, self.stream) if options.integrity else None
+        self.chain = integrity.ChainWriter(engine, options.namespace, self.stream, options.writer) \
+            if options.integrity else None
         self._refresh_stream_info()
 
     # -- reading and normalizing (pure per record) --------------------------------------------
@@ -365,6 +367,11 @@ class Ingester:
         """The input has nothing new for now (``--follow``): send the batch being filled."""
         if self._on_idle is not None:
             self._on_idle()
+
+    def chain_batch(self, batch: _Batch) -> None:
+        """Digest and chain what ``batch`` created (for callers that send batches themselves: serve's shipper)."""
+        if self.chain is not None:
+            self.chain.commit(integrity.prepare(batch.created, batch.created_in))
 
     def _send_chained(self, batch: _Batch) -> None:
         """Send, then digest what was created (in the worker thread; ``settle`` writes the link in order)."""
