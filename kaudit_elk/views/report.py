@@ -23,6 +23,13 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 from kaudit_elk.rules.response import notes_for
 
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
+
+
+def _response(rule_id: Any) -> dict[str, Any]:
+    """``{"response": notes}`` for a rule with triage/response notes (detections/response.yml), else {}."""
+    note = notes_for(str(rule_id))
+    return {"response": note} if note else {}
+
 _LEVEL_RANK = {name: i for i, name in enumerate(LEVELS)}
 SEVERITIES = ("critical", "high", "medium", "low", "informational")
 STAGE_PREFERENCE = {"ResponseComplete": 4, "Panic": 4, "ResponseStarted": 2, "RequestReceived": 1}
@@ -410,7 +417,7 @@ def compute(
         alerts_by_severity=sorted(({"severity": s, "count": c} for s, c in sev.items()),
                                   key=lambda r: sev_order.get(r["severity"], 99)),
         alerts_by_rule=sorted(({"rule_id": k[0], "rule": k[1], "severity": rule_sev[k], "count": c,
-                                "response": notes_for(str(k[0]))} for k, c in by_rule.items()),
+                                **_response(k[0])} for k, c in by_rule.items()),
                               key=lambda r: (sev_order.get(r["severity"], 99), -r["count"], r["rule"])),
         alerts_latest=alerts_latest,
         rbac_changes=_newest_first(rbac)[:LIST_LIMIT], workload_changes=_newest_first(workloads)[:LIST_LIMIT],
