@@ -2,9 +2,10 @@
 
 Four roles per data stream namespace, named ``kaudit-<role>-<namespace>``:
 
-- ``writer``   ``ingest`` and ``serve``: append audit documents to the stream (no update, no delete)
+- ``writer``   ``ingest`` and ``serve``: append audit documents to the stream and links to the integrity chain
+               (no update, no delete)
 - ``detector`` ``detect``: read the audit stream; write alerts, incidents and the detection state
-- ``reader``   ``report``, dashboards: read audit events, alerts and state
+- ``reader``   ``report``, dashboards, ``verify``, ``doctor``: read audit events, alerts, state and the chain
 - ``admin``    ``bootstrap`` and ``retention``: templates, pipeline, lifecycle policy, rollover/delete
 
 Elasticsearch roles use its named privileges (``create_doc`` appends but never overwrites);
@@ -57,6 +58,7 @@ def _patterns(names: Names) -> dict[str, list[str]]:
         "audit": [stream, f".ds-{stream}-*"],
         "alerts": [names.alerts_index, names.incidents_index],  # incidents are detect's output like alerts
         "state": [names.state_index],
+        "integrity": [f"kaudit-integrity-{names.namespace}"],
     }
 
 
@@ -70,16 +72,20 @@ def _es_body(role: str, names: Names) -> dict[str, Any]:
         # state: read only, to tell that bootstrap ran before writing anything
         indices = [{"names": audit, "privileges": ["create_doc", "auto_configure", "view_index_metadata", "read",
                                                    "maintenance"]},
-                   {"names": p["state"], "privileges": ["read"]}]
+                   {"names": p["state"], "privileges": ["read"]},
+                   # the integrity chain: append links (never overwrite), create the index on first use
+                   {"names": p["integrity"], "privileges": ["create_doc", "create_index"]}]
     elif role == "detector":
         indices = [{"names": audit, "privileges": ["read", "view_index_metadata"]},
+                   {"names": p["integrity"], "privileges": ["read", "view_index_metadata"]},
                    {"names": p["alerts"] + p["state"], "privileges": ["read", "write", "create_index",
                                                                       "view_index_metadata"]}]
     elif role == "reader":
-        indices = [{"names": audit + p["alerts"] + p["state"], "privileges": ["read", "view_index_metadata"]}]
+        indices = [{"names": audit + p["alerts"] + p["state"] + p["integrity"],
+                    "privileges": ["read", "view_index_metadata"]}]
     elif role == "admin":
-        return {"cluster": ["monitor", "manage_index_templates", "manage_pipeline", "manage_ilm"],
-                "indices": [{"names": audit + p["alerts"] + p["state"], "privileges": ["all"]}],
+        return {"cluster": ["monitor", "manage_index_templates", "manage_pipeline", "manage_ilm", "create_snapshot"],
+                "indices": [{"names": audit + p["alerts"] + p["state"] + p["integrity"], "privileges": ["all"]}],
                 "metadata": meta}
     else:
         raise ValueError(f"unknown role {role!r}")
@@ -101,21 +107,25 @@ def _os_body(role: str, names: Names) -> dict[str, Any]:
             "indices:data/write/index", "indices:data/write/bulk*", "indices:admin/mapping/put",
             "indices:admin/create", "indices:admin/data_stream/create", "indices:monitor/settings/get",
             "indices:data/read/search", "indices:admin/refresh*", "indices:admin/mappings/get"]},
-                 {"index_patterns": p["state"], "allowed_actions": ["indices:data/read/get"]}]
+                 {"index_patterns": p["state"], "allowed_actions": ["indices:data/read/get"]},
+                 {"index_patterns": p["integrity"], "allowed_actions": [  # the integrity chain's links
+                     "indices:data/write/index", "indices:admin/create", "indices:admin/mapping/put"]}]
     elif role == "detector":
         cluster = _OS_CLUSTER_BASE + ["indices:data/write/bulk", "indices:data/read/point_in_time/delete",
                                       "indices:data/read/search"]
         index = [{"index_patterns": p["audit"], "allowed_actions": _OS_READ},
+                 {"index_patterns": p["integrity"], "allowed_actions": _OS_READ},
                  {"index_patterns": p["alerts"] + p["state"], "allowed_actions": _OS_READ + [
                      "indices:data/write/index", "indices:data/write/update", "indices:data/write/bulk*",
                      "indices:admin/mapping/put", "indices:admin/create", "indices:admin/refresh*"]}]
     elif role == "reader":
-        cluster = list(_OS_CLUSTER_BASE)
-        index = [{"index_patterns": p["audit"] + p["alerts"] + p["state"], "allowed_actions": _OS_READ}]
+        cluster = _OS_CLUSTER_BASE + ["indices:data/read/scroll*"]  # verify scrolls the stream and the chain
+        index = [{"index_patterns": p["audit"] + p["alerts"] + p["state"] + p["integrity"], "allowed_actions": _OS_READ}]
     elif role == "admin":
         cluster = _OS_CLUSTER_BASE + ["cluster_monitor", "cluster_manage_index_templates", "cluster_manage_pipelines",
                                       "cluster:admin/opendistro/ism/*", "indices:data/write/bulk"]
-        index = [{"index_patterns": p["audit"] + p["alerts"] + p["state"], "allowed_actions": ["indices_all"]}]
+        index = [{"index_patterns": p["audit"] + p["alerts"] + p["state"] + p["integrity"],
+                  "allowed_actions": ["indices_all"]}]
     else:
         raise ValueError(f"unknown role {role!r}")
     return {"description": desc, "cluster_permissions": cluster, "index_permissions": index}

@@ -397,9 +397,15 @@ class Ingester:
                 fut, batch = in_flight.popleft()
                 try:
                     fut.result()  # re-raises a batch that gave up or was refused
-                finally:
-                    if self.chain is not None:
-                        self.chain.commit(batch.link)  # the documents it did create are chained all the same
+                except BaseException:
+                    if self.chain is not None:  # chain what it did create; its own failure is what is reported
+                        try:
+                            self.chain.commit(batch.link)
+                        except EngineError:
+                            pass  # those documents show up in `verify` as outside the chain
+                    raise
+                if self.chain is not None:
+                    self.chain.commit(batch.link)
                 if batch.checkpoint:
                     checkpoint.update({fid: (path, off) for fid, path, off in batch.checkpoint.values()})
 

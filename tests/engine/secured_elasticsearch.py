@@ -35,6 +35,8 @@ kaudit_writer:
       privileges: [create_doc, auto_configure, view_index_metadata, read]
     - names: ["kaudit-state-*"]
       privileges: [read]
+    - names: ["kaudit-integrity-*"]
+      privileges: [create_doc, create_index]
 kaudit_elsewhere:
   cluster: [monitor]
   indices:

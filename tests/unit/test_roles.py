@@ -23,8 +23,9 @@ def test_es_writer_appends_only() -> None:
     assert "create_doc" in privs
     assert not privs & {"index", "write", "delete", "all", "manage", "delete_index"}
     by_names = {tuple(b["names"]): set(b["privileges"]) for b in writer["indices"]}
-    assert set(by_names) == {("logs-kubernetes.audit_logs-prod",), ("kaudit-state-prod",)}
+    assert set(by_names) == {("logs-kubernetes.audit_logs-prod",), ("kaudit-state-prod",), ("kaudit-integrity-prod",)}
     assert by_names[("kaudit-state-prod",)] == {"read"}
+    assert by_names[("kaudit-integrity-prod",)] == {"create_doc", "create_index"}  # the chain's links: append only
 
 
 def test_os_writer_cannot_update_or_delete() -> None:
