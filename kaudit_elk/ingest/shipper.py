@@ -157,7 +157,8 @@ class Shipper:
                 try:
                     if self.ingester is None:
                         engine = self.connect()
-                        self.ingester = Ingester(_TimedEngine(engine, self.metrics), self.ingest_options)  # type: ignore[arg-type]
+                        self.ingester = Ingester(_TimedEngine(engine, self.metrics),  # type: ignore[arg-type]
+                                                 replace(self.ingest_options, writer="serve"))
                         self.engine_label = engine.info.label
                         log.info("shipping to %s", self.engine_label)
                     while in_flight and in_flight[0][0].done():
@@ -263,4 +264,13 @@ class Shipper:
         """
         assert self.ingester is not None
         if items:
-            self.ingester._send(_Batch(items, {}))
+            batch = _Batch(items, {})
+            try:
+                self.ingester._send(batch)
+            except BaseException:
+                try:  # what it created is chained, also when it gave up halfway; its own error is reported
+                    self.ingester.chain_batch(batch)
+                except EngineError:
+                    pass  # those documents show up in `verify` as outside the chain
+                raise
+            self.ingester.chain_batch(batch)  # the integrity link, before the spool moves past the batch
