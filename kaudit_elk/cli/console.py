@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 from typing import Any, Callable, Iterable, TextIO, TypeVar
@@ -9,12 +10,28 @@ from typing import Any, Callable, Iterable, TextIO, TypeVar
 import orjson
 
 from kaudit_elk.base.errors import EXIT_ERROR, EXIT_USAGE, KauditError
+from kaudit_elk.base.redact import redact
 
 T = TypeVar("T")
 
 
+_warned: set[str] = set()
+
+
+def warn_once(msg: str) -> None:
+    """A warning on stderr, at most once per process (also with --quiet: warnings are never hidden)."""
+    if msg not in _warned:
+        _warned.add(msg)
+        sys.stderr.write(f"warning: {redact(msg)}\n")
+        sys.stderr.flush()
+
+
 class Console:
-    """Writes data to stdout and messages/progress to stderr; honours --quiet."""
+    """Writes data to stdout and messages/progress to stderr; honours --quiet.
+
+    Every text line and message passes :func:`kaudit_elk.base.redact.redact`: no credential, URL
+    userinfo, query-string token or registered secret reaches the terminal.
+    """
 
     def __init__(self, quiet: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.quiet = quiet
@@ -22,6 +39,7 @@ class Console:
         self.err = err or sys.stderr
 
     def data(self, text: str) -> None:
+        text = redact(text)
         self.out.write(text if text.endswith("\n") else text + "\n")
 
     def json(self, obj: Any) -> None:
@@ -33,15 +51,15 @@ class Console:
 
     def info(self, msg: str) -> None:
         if not self.quiet:
-            self.err.write(msg + "\n")
+            self.err.write(redact(msg) + "\n")
             self.err.flush()
 
     def warn(self, msg: str) -> None:
-        self.err.write(f"warning: {msg}\n")
+        self.err.write(f"warning: {redact(msg)}\n")
         self.err.flush()
 
     def error(self, msg: str) -> None:
-        self.err.write(f"error: {msg}\n")
+        self.err.write(f"error: {redact(msg)}\n")
         self.err.flush()
 
     def progress(self, unit: str = "events") -> "Progress":
@@ -76,6 +94,13 @@ class Progress:
             self.console.err.flush()
 
 
+_ADDRESS_ERRORS = {
+    errno.EADDRINUSE: "another process listens on that port: stop it or choose another --listen port",
+    errno.EADDRNOTAVAIL: "that address is not on this machine: check the --listen host",
+    errno.EACCES: "ports below 1024 need privileges: choose a port of 1024 or more",
+}
+
+
 def run(console: Console, fn: Callable[[], T]) -> T:
     """Call ``fn``; map known errors to messages on stderr and documented exit codes."""
     import typer
@@ -95,6 +120,13 @@ def run(console: Console, fn: Callable[[], T]) -> T:
     except FileNotFoundError as exc:
         console.error(f"{exc.filename}: no such file")
         raise typer.Exit(EXIT_USAGE) from None
+    except OSError as exc:
+        if exc.errno in _ADDRESS_ERRORS:
+            console.error(f"cannot listen: {exc.strerror or exc} ({_ADDRESS_ERRORS[exc.errno]})")
+            raise typer.Exit(EXIT_USAGE) from None
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.error(f"{where}{exc.strerror or exc}")
+        raise typer.Exit(EXIT_ERROR) from None
     except Exception as exc:  # noqa: BLE001 - last-resort handler, never prints locals
         console.error(f"unexpected {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_ERROR) from None

@@ -10,6 +10,7 @@ import typer
 
 from kaudit_elk import __version__
 from kaudit_elk.base.config import Settings, load_settings
+from kaudit_elk.base.errors import ConfigError
 from kaudit_elk.cli.console import Console, run
 
 app = typer.Typer(
@@ -55,10 +56,16 @@ def settings_from(
     config: str | None = None,
     **extra: Any,
 ) -> Settings:
-    """Build Settings from CLI flags (None means: not given on the command line)."""
+    """Build Settings from CLI flags (None means: not given on the command line); unsafe choices warn once."""
+    from kaudit_elk.cli.console import warn_once
+
     flags = dict(url=url, username=username, password=password, api_key=api_key, ca_certs=ca_certs,
                  verify_certs=verify_certs, **extra)
-    return load_settings(flags, config_file=config)
+    settings = load_settings(flags, config_file=config, warn=warn_once)
+    if not settings.verify_certs:
+        warn_once("TLS certificate verification is off (--no-verify-certs / verify_certs: false): anyone on the "
+                  "path can impersonate the engine and read the credentials; use --ca-certs instead")
+    return settings
 
 
 @app.command()
@@ -228,11 +235,18 @@ def bootstrap(
         for flavor, target in (("kibana", kibana_url), ("opensearch", dashboards_url)):
             if not target:
                 continue
+            from kaudit_elk.base import redact
+            from kaudit_elk.base.config import split_userinfo, validate_url
             from kaudit_elk.views import dashboards
 
+            target, url_user, url_password = split_userinfo(target, f"--{flavor}-url")
+            validate_url(target, "--kibana-url" if flavor == "kibana" else "--dashboards-url")
+            redact.register(url_password)
+            user, secret = (url_user, url_password) if url_user or url_password else (settings.username,
+                                                                                     settings.password)
             objects = dashboards.render(flavor, index_namespace=settings.namespace)  # type: ignore[arg-type]
             summary = dashboards.import_objects(
-                target, flavor, objects, username=settings.username, password=settings.password,  # type: ignore[arg-type]
+                target, flavor, objects, username=user, password=secret,  # type: ignore[arg-type]
                 api_key=settings.api_key, ca_certs=settings.ca_certs, verify_certs=settings.verify_certs,
                 space=space, tenant=tenant)
             imports.append({"url": target, **summary})
@@ -286,6 +300,12 @@ def ingest(
         from kaudit_elk.ingest.bulk import IngestOptions
         from kaudit_elk.ingest.bulk import ingest as run_ingest
 
+        if workers < 1:
+            raise ConfigError(f"--workers must be 1 or more, got {workers}")
+        if not 0 < batch_mb <= 100:  # 100 MiB: the engines' default http.max_content_length
+            raise ConfigError(f"--batch-mb must be more than 0 and at most 100, got {batch_mb:g}")
+        if retry_for < 0:
+            raise ConfigError(f"--retry-for must be 0 or more seconds, got {retry_for:g}")
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                  namespace=namespace, cluster=cluster)
         engine = connect(settings)
@@ -384,8 +404,8 @@ def serve(
         settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
                                  namespace=namespace, cluster=cluster)
         host, _, port = listen.rpartition(":")
-        if not port.isdigit():
-            raise ConfigError(f"--listen must be host:port, got {listen!r}")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"--listen must be host:port with a port from 0 to 65535, got {listen!r}")
         mib = 1024 * 1024
         options = ServeOptions(
             host=host.strip("[]") or "127.0.0.1", port=int(port), tls_cert=tls_cert, tls_key=tls_key,
@@ -483,7 +503,40 @@ def _register() -> None:
         importlib.import_module(name).register(app)
 
 
+#: Metavars shown in --help instead of Typer's Python type names (``<str>``, ``<bool>``).
+_METAVARS = {"<str>": "TEXT", "<int>": "INTEGER", "<float>": "NUMBER", "<Path>": "PATH", "<list[str]>": "TEXT"}
+
+
+def tidy_help(command: Any) -> None:
+    """Flags show no value placeholder in --help; other options a conventional one (TEXT, NUMBER)."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "param_type_name", "") != "option":
+            continue  # an argument's metavar would replace its name
+        if param.is_flag or param.secondary_opts:
+            param.metavar = ""
+        elif param.metavar is None:
+            try:
+                shown = param.display_type_rich(None)  # the context only matters for choices
+            except Exception:  # noqa: BLE001 - a help nicety, never fatal
+                continue
+            if shown in _METAVARS:
+                param.metavar = _METAVARS[shown]
+    original = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = original(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+
+
 def main() -> None:
     """Console-script entry point."""
     _register()
-    app()
+    command = typer.main.get_command(app)
+    tidy_help(command)
+    command(prog_name="kaudit-elk")

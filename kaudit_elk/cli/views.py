@@ -155,14 +155,27 @@ def register(app: typer.Typer) -> None:
         def body() -> None:
             from kaudit_elk.views import dashboards
 
-            targets = [(f, u) for f, u in (("kibana", kibana_url), ("opensearch", dashboards_url)) if u]
+            from kaudit_elk.base import redact
+            from kaudit_elk.base.config import split_userinfo, validate_url
+            from kaudit_elk.cli.console import warn_once
+
+            targets = [(f, u, o) for f, u, o in (("kibana", kibana_url, "--kibana-url"),
+                                                 ("opensearch", dashboards_url, "--dashboards-url")) if u]
             if not targets:
                 raise ConfigError("give --kibana-url and/or --dashboards-url (or KAUDIT_KIBANA_URL / KAUDIT_DASHBOARDS_URL)")
+            redact.register(password, api_key)
+            if not verify_certs:
+                warn_once("TLS certificate verification is off (--no-verify-certs): anyone on the path can "
+                          "impersonate the server and read the credentials; use --ca-certs instead")
             results = []
-            for flavor, url in targets:
+            for flavor, given, option in targets:
+                url, url_user, url_password = split_userinfo(given, option)  # credentials in the URL are used, never shown
+                validate_url(url, option)
+                redact.register(url_password)
+                user, secret = (url_user, url_password) if url_user or url_password else (username, password)
                 objects = dashboards.render(flavor, index_namespace=namespace)  # type: ignore[arg-type]
                 summary = dashboards.import_objects(
-                    url, flavor, objects, username=username, password=password, api_key=api_key,  # type: ignore[arg-type]
+                    url, flavor, objects, username=user, password=secret, api_key=api_key,  # type: ignore[arg-type]
                     ca_certs=ca_certs, verify_certs=verify_certs, space=space, tenant=tenant)
                 results.append({"url": url, **summary})
                 console.info(f"{flavor} at {url}: imported {summary['imported']} of {summary['objects']} objects")

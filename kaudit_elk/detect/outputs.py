@@ -13,15 +13,18 @@ so by itself: the id is a label).
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from kaudit_elk.base.redact import redact, redact_url, register
 from kaudit_elk.detect.scheduled import Alert, OutputError
 
 
@@ -43,6 +46,15 @@ class StdoutOutput:
 def _post(url: str, payload: Any, headers: dict[str, str], retries: int, timeout: float,
           verify: bool = True) -> None:
     data = json.dumps(payload).encode()
+    shown = redact_url(url)  # userinfo and ?token= never appear in a message
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:  # https://user:pass@host: send the credentials as Basic auth, not in the URL
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, secret = userinfo.partition(":")
+        user, secret = urllib.parse.unquote(user), urllib.parse.unquote(secret)
+        register(secret)
+        headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode(), **headers}
+        url = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     ctx = None
     if url.startswith("https://") and not verify:
         ctx = ssl.create_default_context()
@@ -63,11 +75,11 @@ def _post(url: str, payload: Any, headers: dict[str, str], retries: int, timeout
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 break  # the receiver rejects the payload: retrying will not help
         except (urllib.error.URLError, OSError) as exc:
-            last = str(getattr(exc, "reason", exc))
+            last = redact(str(getattr(exc, "reason", exc)))
         if attempt < retries:
             time.sleep(delay)
             delay = min(delay * 2, 10)
-    raise OutputError(f"POST {url} failed: {last}")
+    raise OutputError(f"POST {shown} failed: {last}")
 
 
 @dataclass

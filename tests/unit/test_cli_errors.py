@@ -30,3 +30,152 @@ def test_invalid_namespace_is_a_usage_error_before_any_request(namespace: str, t
 def test_invalid_namespace_from_environment_is_named(tmp_path) -> None:
     out = kaudit("bootstrap", "--url", "http://127.0.0.1:9", env={"KAUDIT_NAMESPACE": "Prod-1"})
     assert out.returncode == 2 and "'Prod-1'" in out.stderr
+
+
+# ---- secrets never in output (issue 9, cases 8 and 9) ----------------------------------------
+SECRET = "Hunter2-Sup3r"
+DOWN = f"https://bob:{SECRET}@127.0.0.1:9"  # nothing listens on port 9: every command fails to connect
+
+
+def _no_secret(out: subprocess.CompletedProcess) -> None:
+    assert SECRET not in out.stdout + out.stderr, out.stderr
+    assert "Hunter2" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["version"], ["bootstrap"], ["retention"], ["detect"], ["report", "--from", "now-1d"],
+])
+def test_credentials_in_the_url_are_used_and_never_shown(args: list[str], tmp_path) -> None:
+    out = kaudit(*args, "--url", DOWN)
+    assert out.returncode == 3, out.stderr
+    assert "cannot connect" in out.stderr and "127.0.0.1:9" in out.stderr
+    _no_secret(out)
+
+
+def test_ingest_error_paths_never_show_the_password(tmp_path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_text("")
+    out = kaudit("ingest", str(log), "--url", DOWN)
+    assert out.returncode == 3
+    _no_secret(out)
+    out = kaudit("ingest", str(log), "--url", "http://127.0.0.1:9", "-u", "bob", "--password", SECRET)
+    assert out.returncode == 3
+    _no_secret(out)
+    both = kaudit("ingest", str(log), "--url", DOWN, "-u", "alice")
+    assert both.returncode == 2 and "either in the URL" in both.stderr
+    _no_secret(both)
+
+
+def test_dashboards_import_url_credentials_are_not_echoed(tmp_path) -> None:
+    out = kaudit("dashboards", "import", "--kibana-url", DOWN)
+    assert out.returncode == 3 and "cannot connect" in out.stderr
+    _no_secret(out)
+    bad = kaudit("dashboards", "import", "--kibana-url", f"bob:{SECRET}@kibana:5601")
+    assert bad.returncode == 2
+    _no_secret(bad)
+
+
+def test_url_without_scheme_is_a_usage_error(tmp_path) -> None:
+    for args in (["version"], ["bootstrap"], ["detect"]):
+        out = kaudit(*args, "--url", "127.0.0.1:9200")
+        assert out.returncode == 2, (args, out.stderr)
+        assert "must start with http:// or https://" in out.stderr
+    out = kaudit("version", "--url", "http://127.0.0.1:notaport")
+    assert out.returncode == 2 and "invalid URL" in out.stderr
+
+
+def test_yaml_error_in_the_config_file_never_quotes_the_password_line(tmp_path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"url: http://127.0.0.1:9\nusername: bob\npassword: {SECRET}: [oops\n")
+    config.chmod(0o600)
+    out = kaudit("version", "--config", str(config))
+    assert out.returncode == 2 and "not valid YAML" in out.stderr and "line 3" in out.stderr
+    _no_secret(out)
+
+
+def test_unknown_config_value_error_does_not_show_secrets(tmp_path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"url: http://127.0.0.1:9\npassword: {SECRET}\nverify_certs: maybe\n")
+    config.chmod(0o600)
+    out = kaudit("version", "--config", str(config))
+    assert out.returncode == 2 and "verify_certs" in out.stderr
+    _no_secret(out)
+
+
+def test_config_file_with_a_password_readable_by_others_warns(tmp_path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"url: http://127.0.0.1:9\nusername: bob\npassword: {SECRET}\n")
+    config.chmod(0o644)
+    out = kaudit("version", "--config", str(config))
+    assert out.returncode == 3
+    assert "other users can read it" in out.stderr and f"chmod 600 {config}" in out.stderr
+    _no_secret(out)
+    config.chmod(0o600)
+    assert "other users" not in kaudit("version", "--config", str(config)).stderr
+
+
+def test_no_verify_certs_warns_once_on_stderr() -> None:
+    out = kaudit("version", "--url", "https://127.0.0.1:9", "--no-verify-certs", "-q")
+    assert out.returncode == 3
+    assert out.stderr.count("TLS certificate verification is off") == 1
+    assert "verification is off" not in kaudit("version", "--url", "https://127.0.0.1:9").stderr
+
+
+def test_webhook_failure_message_redacts_userinfo_and_query_token() -> None:
+    from kaudit_elk.detect.outputs import _post
+    from kaudit_elk.detect.scheduled import OutputError
+
+    with pytest.raises(OutputError) as caught:
+        _post(f"http://hook:{SECRET}@127.0.0.1:9/alerts?token={SECRET}", {"a": 1}, {}, retries=0, timeout=2)
+    text = str(caught.value)
+    assert "127.0.0.1:9/alerts?token=***" in text and SECRET not in text
+
+
+def test_redact_masks_every_form_a_secret_takes() -> None:
+    import base64
+
+    from kaudit_elk.base.redact import redact, register
+
+    register("Zq9-registered-secret")
+    basic = base64.b64encode(b"svc:Zq9-registered-secret").decode()
+    text = redact(f"url https://u:p4ss@h/x?token=abc&sig=def password: p4ss2 \"api_key\": \"k3y\" "
+                  f"Authorization: Bearer tok3n raw Zq9-registered-secret b64 {basic}")
+    for leaked in ("p4ss@", "token=abc", "sig=def", "p4ss2", "k3y", "tok3n", "Zq9-registered-secret", basic):
+        assert leaked not in text, leaked
+    assert "https://u:***@h/x?token=***&sig=***" in text
+
+
+# ---- exit codes (issue 9, case 10) -------------------------------------------------------------
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--batch-mb", "0"), ("--batch-mb", "-1"),
+                                         ("--retry-for", "-5")])
+def test_ingest_refuses_nonsense_sizes(flag: str, value: str, tmp_path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_text("")
+    out = kaudit("ingest", str(log), "--url", "http://127.0.0.1:9", flag, value)
+    assert out.returncode == 2 and flag in out.stderr, out.stderr
+
+
+def test_serve_busy_or_invalid_port_is_a_clear_usage_error(tmp_path) -> None:
+    import socket
+
+    common = ("serve", "--plain-http", "--insecure", "--no-auth", "--url", "http://127.0.0.1:9",
+              "--spool-dir", str(tmp_path / "spool"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = kaudit(*common, "--listen", f"127.0.0.1:{port}")
+    assert out.returncode == 2 and "address already in use" in out.stderr and "unexpected" not in out.stderr
+    out = kaudit(*common, "--listen", "127.0.0.1:99999")
+    assert out.returncode == 2 and "port from 0 to 65535" in out.stderr
+
+
+# ---- newcomer friction (issue 9, case 11) ------------------------------------------------------
+@pytest.mark.parametrize("command", [[], ["ingest"], ["bootstrap"], ["detect"], ["scan"], ["report"],
+                                     ["rules", "list"], ["dashboards", "import"]])
+def test_help_shows_no_python_type_placeholders(command: list[str]) -> None:
+    out = kaudit(*command, "--help", env={"COLUMNS": "200"})
+    assert out.returncode == 0
+    assert "<bool>" not in out.stdout and "<str>" not in out.stdout and "<float>" not in out.stdout
+    if command == ["ingest"]:
+        assert "--follow" in out.stdout and "--batch-mb" in out.stdout and "NUMBER" in out.stdout
