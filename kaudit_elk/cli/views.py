@@ -208,6 +208,7 @@ def register(app: typer.Typer) -> None:
         verify_certs: base.VerifyOpt = None,
         config: base.ConfigOpt = None,
         namespace: Annotated[Optional[str], typer.Option("--namespace", help="Data stream namespace (cluster mode)")] = None,
+        max_events: Annotated[int, typer.Option("--max-events", help="Cluster mode: read at most this many events, the newest (the report says when it covers fewer than the period holds)")] = 100_000,
         quiet: base.QuietOpt = False,
     ) -> None:
         """A self-contained audit report (HTML, Markdown or JSON) for a time range, from files or the cluster."""
@@ -217,6 +218,9 @@ def register(app: typer.Typer) -> None:
             from kaudit_elk.views import report
 
             start, end = parse_when(since), parse_when(until)
+            notes: list[str] = []
+            if max_events < 1:
+                raise ConfigError(f"--max-events must be 1 or more, got {max_events}")
             pack = _rule_pack()
             rules = [(r.id, r.title, r.audit_level) for r in pack.rules] if pack is not None else []
             alerts = _alerts_from_file(alerts_file) if alerts_file else None
@@ -234,10 +238,12 @@ def register(app: typer.Typer) -> None:
                 engine = connect(settings, probe_capabilities=False)
                 try:
                     index = f"logs-kubernetes.audit_logs-{settings.namespace}"
-                    docs = report.documents_from_engine(engine, index, start, end)
+                    docs = report.documents_from_engine(engine, index, start, end, limit=max_events)
                     totals = report.aggregate_overview(engine, index, start, end)
-                    if totals["events"] > len(docs):
-                        console.warn(f"the report covers {len(docs)} of {totals['events']} events; narrow --from/--to")
+                    covers = report.coverage_note(len(docs), totals["events"], docs)
+                    if covers:
+                        console.warn(covers)
+                        notes.append(covers)
                     if alerts is None:
                         alerts = report.documents_from_engine(engine, f"kaudit-alerts-{settings.namespace}", start, end)
                 finally:
@@ -245,7 +251,7 @@ def register(app: typer.Typer) -> None:
                 skipped = unreadable = 0
                 inputs = [f"{settings.url} {index}"]
             data = report.compute(docs, alerts or [], start=start, end=end, rules=rules, inputs=inputs,
-                                  skipped=skipped, unreadable=unreadable, title=title)
+                                  skipped=skipped, unreadable=unreadable, title=title, notes=notes)
             _write(console, report.render(data, fmt.value), out)
 
         run(console, body)

@@ -159,6 +159,10 @@ def requests_of(documents: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any
     return out + list(by_id.values())
 
 
+#: Most columns the events-over-time chart draws (more periods are merged into wider columns).
+MAX_COLUMNS = 400
+
+
 def timeline_unit(start: datetime, end: datetime) -> tuple[str, timedelta]:
     """Bucket size for the events-over-time chart: hours up to 3 days, days up to 120 days, then weeks."""
     span = end - start
@@ -291,6 +295,7 @@ def compute(
     unreadable: int = 0,
     title: str = "Kubernetes audit report",
     now: datetime | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportData:
     """Report data from normalized documents and alert dicts, limited to [start, end) when given.
 
@@ -328,13 +333,20 @@ def compute(
             buckets[_floor(ts, unit)][o if o in ("success", "failure") else "unknown"] += 1
     timeline = []
     if buckets:
-        keys = sorted(buckets)
-        if (keys[-1] - keys[0]) / step <= 400:  # dense: empty periods show as gaps
-            keys = [keys[0] + i * step for i in range(int((keys[-1] - keys[0]) / step) + 1)]
-            keys = [_floor(k, unit) for k in keys]
-        for k in keys:
-            c = buckets.get(k, Counter())
-            timeline.append({"start": _iso(k), "success": c["success"], "failure": c["failure"], "unknown": c["unknown"]})
+        # Always dense, so the chart is proportional to time (empty periods show as gaps); more than
+        # MAX_COLUMNS periods are merged into columns of several periods each.
+        first = min(buckets)
+        periods = int((max(buckets) - first) / step) + 1
+        per_column = math.ceil(periods / MAX_COLUMNS)
+        merged: dict[int, Counter] = defaultdict(Counter)
+        for k, c in buckets.items():
+            merged[int((k - first) / step) // per_column].update(c)
+        for i in range(math.ceil(periods / per_column)):
+            c = merged.get(i, Counter())
+            timeline.append({"start": _iso(first + i * per_column * step), "success": c["success"],
+                             "failure": c["failure"], "unknown": c["unknown"]})
+        if per_column > 1:
+            unit = f"{per_column} {unit}s"
 
     # actors
     users: dict[str, Counter] = defaultdict(Counter)
@@ -391,7 +403,7 @@ def compute(
                 for d in reqs if _audit(d, "objectRef.subresource") in SESSION_SUBRESOURCES]
     checks, rule_rows = _coverage(reqs, rules, levels, stages)
 
-    notes = []
+    notes = list(notes)
     if undated:
         notes.append(f"{undated} events had no timestamp; they are counted but not on the timeline")
     if skipped or unreadable:
@@ -466,9 +478,11 @@ def documents_from_files(paths: Sequence[str]) -> tuple[list[dict[str, Any]], in
 
 def documents_from_engine(engine: Any, index: str, start: datetime | None, end: datetime | None,
                           limit: int = 100_000, page: int = 5_000) -> list[dict[str, Any]]:
-    """Read the documents of a time range from the cluster (newest last), up to ``limit``.
+    """Read the documents of a time range from the cluster, newest first, up to ``limit``.
 
-    Uses ``search_after`` on (@timestamp, _doc-order tiebreak via ``_id``) so large ranges page safely.
+    When the period holds more than ``limit`` events the newest are kept (the report states what it
+    covers: :func:`coverage_note`). Uses ``search_after`` on (@timestamp, auditID, stage) so large
+    ranges page safely.
     """
     rng: dict[str, Any] = {}
     if start:
@@ -480,9 +494,9 @@ def documents_from_engine(engine: Any, index: str, start: datetime | None, end: 
     after: list[Any] | None = None
     while len(docs) < limit:
         body: dict[str, Any] = {"size": min(page, limit - len(docs)), "query": query,
-                                "sort": [{"@timestamp": {"order": "asc", "unmapped_type": "date"}},
-                                         {"kubernetes.audit.auditID": {"order": "asc", "unmapped_type": "keyword"}},
-                                         {"kubernetes.audit.stage": {"order": "asc", "unmapped_type": "keyword"}}]}
+                                "sort": [{"@timestamp": {"order": "desc", "unmapped_type": "date"}},
+                                         {"kubernetes.audit.auditID": {"order": "desc", "unmapped_type": "keyword"}},
+                                         {"kubernetes.audit.stage": {"order": "desc", "unmapped_type": "keyword"}}]}
         if after:
             body["search_after"] = after
         resp = engine.request("POST", f"/{index}/_search", body=body, ignore=(404,)) or {}
@@ -494,6 +508,16 @@ def documents_from_engine(engine: Any, index: str, start: datetime | None, end: 
         if len(hits) < body["size"] or after is None:
             break
     return docs
+
+
+def coverage_note(read: int, total: int, docs: Sequence[Mapping[str, Any]]) -> str | None:
+    """What a cluster report covers when the period holds more events than were read (None: everything)."""
+    if total <= read:
+        return None
+    times = [t for d in docs if (t := parse_time(d.get("@timestamp")))]
+    since = f" (from {_iso(min(times))})" if times else ""
+    return (f"this report covers the newest {read:,} of the {total:,} events in the period{since}: older events "
+            "are not in its tables and charts; narrow --from/--to or raise --max-events to cover them all")
 
 
 def aggregate_overview(engine: Any, index: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
@@ -608,7 +632,8 @@ def render_html(data: ReportData) -> str:
     from kaudit_elk.base.content import content_dir
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(content_dir("dashboards") / "report")), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             finalize=number)
     charts = {
         "timeline": svg_timeline(data.timeline, data.timeline_unit),
         "users": svg_bars([(r["name"], r["requests"]) for r in data.top_users], label="Top users"),
@@ -624,9 +649,16 @@ def render_html(data: ReportData) -> str:
     return env.get_template("report.html.j2").render(d=data, charts=charts, palette=PALETTE)
 
 
+def number(value: Any) -> Any:
+    """Integers with thousands separators (1,234,567) for people; anything else unchanged."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return value
+
+
 def _md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
-        return ("" if v is None else str(v)).replace("|", "\\|").replace("\n", " ")
+        return ("" if v is None else str(number(v))).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

@@ -251,3 +251,28 @@ def test_bootstrap_rolls_a_stream_made_from_another_template_onto_its_own(engine
         for name in (engine.request("GET", f"/{stream}/_mapping", ignore=(404,)) or {}):
             engine.request("DELETE", f"/{name}", ignore=(404, 400))
         engine.request("DELETE", f"/_index_template/{foreign}", ignore=(404,))
+
+
+# ---- report from the cluster says what it covers (issue 9, case 5) --------------------------
+def test_cluster_report_over_its_limit_covers_the_newest_and_says_so(engine: Engine, tmp_path: Path,
+                                                                     template: dict) -> None:
+    ns = bootstrap(engine, "rep")
+    log = tmp_path / "audit.log"
+    with log.open("w") as fh:
+        for i in range(30):
+            ts = f"2026-01-05T10:{i:02d}:00.000000Z"
+            fh.write(json.dumps(dict(template, auditID=f"rep-{i:03d}", requestReceivedTimestamp=ts,
+                                     stageTimestamp=ts)) + "\n")
+    ok = kaudit("ingest", str(log), "--url", engine.settings.url, "--namespace", ns, "--refresh",
+                "--dead-letter", str(tmp_path / "dl.ndjson"))
+    assert ok.returncode == 0, ok.stderr
+    common = ("report", "--url", engine.settings.url, "--namespace", ns, "--format", "json",
+              "--from", "2026-01-05T00:00:00Z", "--to", "2026-01-06T00:00:00Z")
+    out = kaudit(*common, "--max-events", "10")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["summary"]["events"] == 10
+    assert any("newest 10 of the 30 events" in n and "from 2026-01-05T10:20:00" in n  # the newest, not the oldest
+               for n in data["notes"]), data["notes"]
+    full = json.loads(kaudit(*common).stdout)
+    assert full["summary"]["events"] == 30 and not any("newest" in n for n in full["notes"])

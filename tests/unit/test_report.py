@@ -291,3 +291,36 @@ def test_rule_coverage_lists_uncovered_rules_first() -> None:
     assert "1 of 2 rules get the audit level they need" in page
     uncovered = page[page.index("Rule not covered"):page.index("<details>")]
     assert "Needs bodies" in uncovered and "Needs metadata" not in uncovered
+
+
+# ---- issue 9: a report says what it covers, its timeline is proportional, numbers are readable --
+def test_timeline_stays_proportional_to_time_over_years() -> None:
+    """Sparse events over eleven years: every column is the same span of time, gaps included."""
+    stamps = ["2015-01-05T00:00:00Z", "2015-01-12T00:00:00Z", "2023-03-06T00:00:00Z", "2026-01-05T00:00:00Z"]
+    data = report.compute([doc(ts, audit_id=f"p{i}") for i, ts in enumerate(stamps)], now=NOW)
+    starts = [datetime.fromisoformat(r["start"].replace("Z", "+00:00")) for r in data.timeline]
+    spans = {b - a for a, b in zip(starts, starts[1:])}
+    assert len(spans) == 1, "columns of unequal time spans are not proportional to time"
+    assert len(data.timeline) <= report.MAX_COLUMNS
+    assert sum(r["success"] for r in data.timeline) == 4
+    span = spans.pop()
+    first = next(i for i, r in enumerate(data.timeline) if r["success"])
+    last = max(i for i, r in enumerate(data.timeline) if r["success"])
+    assert (last - first) * span >= datetime(2026, 1, 5, tzinfo=timezone.utc) - datetime(2015, 1, 12, tzinfo=timezone.utc)
+
+
+def test_report_numbers_have_thousands_separators() -> None:
+    docs = [doc("2026-01-05T10:00:00Z", audit_id=f"n{i}") for i in range(1234)]
+    data = report.compute(docs, now=NOW)
+    assert "| Audit events | 1,234 |" in report.render(data, "markdown")
+    assert ">1,234<" in report.render(data, "html")
+    assert json.loads(report.render(data, "json"))["summary"]["events"] == 1234  # data stays numbers
+
+
+def test_coverage_note_states_what_a_sampled_report_covers() -> None:
+    docs = [doc(f"2026-01-05T10:00:{s:02d}Z", audit_id=f"c{s}") for s in range(30, 40)]
+    note = report.coverage_note(10, 123456, docs)
+    assert note is not None and "newest 10 of the 123,456 events" in note and "2026-01-05T10:00:30Z" in note
+    assert report.coverage_note(10, 10, docs) is None
+    data = report.compute(docs, notes=[note], now=NOW)
+    assert note in data.notes and note in report.render(data, "html")
