@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from kaudit_elk.cli.console import Console, run
-from kaudit_elk.base.errors import EXIT_ALERTS, EXIT_USAGE, ConfigError
+from kaudit_elk.base.errors import EXIT_ALERTS, EXIT_USAGE, ConfigError, ContentError
 
 
 class TableOrJson(str, Enum):
@@ -76,6 +76,61 @@ def load_pack(rules_dir: list[Path] | None = None, disable: list[str] | None = N
                       tuning_source=str(exceptions) if exceptions else "exceptions")
 
 
+def find_rule(pack: Any, key: str) -> Any:
+    """A rule by id, name, or title (case-insensitive; a unique beginning of a title is enough)."""
+    try:
+        return pack.get(key)
+    except ContentError:
+        pass
+    wanted = " ".join(key.split()).casefold()
+    exact = [r for r in pack.rules if r.title.casefold() == wanted]
+    found = exact or [r for r in pack.rules if r.title.casefold().startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ContentError(f"{key!r} matches {len(found)} rules: " + "; ".join(f"{r.id} {r.title}" for r in found[:10]))
+    raise ContentError(f"no rule with id, name or title {key!r} (see `kaudit-elk rules list`)")
+
+
+def unique_issues(issues: list[Any]) -> list[Any]:
+    """Each problem once: the loader may report one both per file and per rule (keep the one naming the rule)."""
+    best: dict[tuple[str, str], Any] = {}
+    for issue in issues:
+        key = (issue.path, issue.message)
+        if key not in best or (issue.rule and not best[key].rule):
+            best[key] = issue
+    return list(best.values())
+
+
+def issue_line(issue: Any) -> str:
+    """``path:line: rule: message``, the line found from the message (its "line N", or a quoted value)."""
+    import re
+
+    line = None
+    message = " ".join(str(issue.message).split())
+    marks = list(re.finditer(r"line (\d+)", message))  # YAML: the context's mark, then the problem's
+    m = marks[-1] if marks else None
+    if m:
+        line = int(m.group(1))
+        message = re.sub(r'\s+in "<unicode string>", line \d+, column \d+:.*?\^', f" (column {m.group(0)})", message)
+        message = re.sub(r'\(column line \d+\)', "", message).strip()
+    else:
+        for token in re.findall(r"'([^']+)'", message):
+            try:
+                lines = Path(issue.path).read_text(encoding="utf-8").splitlines()
+            except OSError:
+                break
+            hit = next((i for i, text in enumerate(lines, 1) if token in text), None)
+            if hit:
+                line = hit
+                break
+    where = f"{issue.path}:{line}" if line else issue.path
+    return f"{where}: {issue.rule + ': ' if issue.rule else ''}{message}"
+
+
+ALERT_HEADER = f"{'TIME (UTC)':19}  {'SEVERITY':13}  {'RULE':60}  {'USER':40}  {'SOURCE IP':15}  TARGET"
+
+
 def _alert_row(a: dict[str, Any]) -> str:
     k = a["kaudit"]["alert"]
     who = (a.get("user") or {}).get("name") or ""
@@ -130,6 +185,7 @@ def register(app: typer.Typer) -> None:
             worst = -1
             grouping = incident_options(incident_gap, incident_max_span) if incidents else None
             collected: list[dict[str, Any]] = []
+            header_done = False
             try:
                 from kaudit_elk.rules.baselines import BaselineOptions
 
@@ -142,7 +198,12 @@ def register(app: typer.Typer) -> None:
                     elif fmt is TableOrNdjson.ndjson:
                         console.json(alert)
                     else:
-                        progress.close()
+                        if progress.enabled or not header_done:
+                            progress.close()  # the table owns the terminal from its first row:
+                            progress.enabled = False  # no progress line drawn into it
+                        if not header_done:
+                            header_done = True
+                            console.data(ALERT_HEADER)
                         console.data(_alert_row(alert))
             finally:
                 progress.close()
@@ -196,7 +257,7 @@ def register(app: typer.Typer) -> None:
 
     @rules_app.command("show")
     def show(
-        rule_id: Annotated[str, typer.Argument(help="Rule id or name")],
+        rule_id: Annotated[str, typer.Argument(help="Rule id, name or title (as `rules list` shows it)")],
         rules_dir: RulesDirOpt = [],  # noqa: B006
         no_default_rules: NoPackOpt = False,
     ) -> None:
@@ -205,7 +266,7 @@ def register(app: typer.Typer) -> None:
 
         def body() -> None:
             pack = load_pack(rules_dir, no_default=no_default_rules)
-            rule = pack.get(rule_id)
+            rule = find_rule(pack, rule_id)
             console.data(Path(rule.path).read_text(encoding="utf-8"))
             from kaudit_elk.rules.response import notes_for, render_text
 
@@ -231,9 +292,9 @@ def register(app: typer.Typer) -> None:
             is_pack = not targets
             if is_pack:
                 targets = [default_pack_dir()]
-            issues = validate(targets, strict=strict or is_pack)
+            issues = unique_issues(validate(targets, strict=strict or is_pack))
             for issue in issues:
-                console.data(str(issue))
+                console.data(issue_line(issue))
             n = len(rule_files(targets))
             if issues:
                 console.error(f"{len(issues)} problem(s) in {len({i.path for i in issues})} of {n} file(s)")

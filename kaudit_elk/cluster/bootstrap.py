@@ -123,13 +123,28 @@ def build_plan(engine: Engine, options: BootstrapOptions, force: bool = False) -
     return plan(desired, observed, force, notes)
 
 
+def _align(observed: Any, desired: Any) -> Any:
+    """``observed`` with the engines' stringified scalars ("32", "true") given the desired value's type,
+    so that a diff shows real changes only, not ``"32"`` -> ``32``."""
+    if isinstance(observed, dict) and isinstance(desired, dict):
+        return {k: _align(v, desired.get(k)) if k in desired else v for k, v in observed.items()}
+    if isinstance(observed, list) and isinstance(desired, list) and len(observed) == len(desired):
+        return [_align(o, d) for o, d in zip(observed, desired)]
+    if isinstance(observed, str) and isinstance(desired, (bool, int, float)) and not isinstance(desired, str):
+        shown = str(desired).lower() if isinstance(desired, bool) else str(desired)
+        if observed.strip().lower() == shown.lower():
+            return desired
+    return observed
+
+
 def diff(step: Step) -> str:
     """A unified diff between the installed and the desired body of one step."""
     def dump(body: Any) -> list[str]:
         return json.dumps(body, indent=2, sort_keys=True).splitlines(keepends=True) if body is not None else []
 
     name = f"{step.desired.kind}/{step.desired.name}"
-    return "".join(difflib.unified_diff(dump(step.observed.body), dump(step.desired.body),
+    observed = _align(step.observed.body, step.desired.body)
+    return "".join(difflib.unified_diff(dump(observed), dump(step.desired.body),
                                         fromfile=f"cluster:{name}", tofile=f"kaudit-elk:{name}"))
 
 

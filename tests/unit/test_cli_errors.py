@@ -179,3 +179,46 @@ def test_help_shows_no_python_type_placeholders(command: list[str]) -> None:
     assert "<bool>" not in out.stdout and "<str>" not in out.stdout and "<float>" not in out.stdout
     if command == ["ingest"]:
         assert "--follow" in out.stdout and "--batch-mb" in out.stdout and "NUMBER" in out.stdout
+
+
+def test_dry_run_diff_ignores_type_only_changes() -> None:
+    from kaudit_elk.cluster.bootstrap import Observed, Step, diff
+    from kaudit_elk.cluster.templates import DesiredObject
+
+    desired = DesiredObject("index_template", "t", "/_index_template/t",
+                            {"template": {"settings": {"index.number_of_shards": 32, "hidden": True}}, "priority": 250}, "d")
+    same = Observed({"template": {"settings": {"index.number_of_shards": "32", "hidden": "true"}}, "priority": 250})
+    assert diff(Step("update", desired, same)) == ""
+    changed = Observed({"template": {"settings": {"index.number_of_shards": "16", "hidden": "true"}}, "priority": 250})
+    text = diff(Step("update", desired, changed))
+    assert '-      "index.number_of_shards": "16"' in text and '+      "index.number_of_shards": 32' in text
+    assert "hidden" not in "".join(l for l in text.splitlines() if l.startswith(("-", "+")) and not l.startswith(("---", "+++")))
+
+
+def test_rules_validate_reports_each_problem_once_with_its_line(tmp_path) -> None:
+    (tmp_path / "bad.yml").write_text(
+        "title: Broken rule\nid: 3c1f6a4e-0000-4000-8000-000000000001\nstatus: test\nlogsource:\n"
+        "  product: kubernetes\n  service: audit\ndetection:\n  selection:\n    verb|badmod: create\n"
+        "  condition: selection\nlevel: hgh\n")
+    out = kaudit("rules", "validate", str(tmp_path))
+    assert out.returncode == 2
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, lines
+    assert any(line.startswith(f"{tmp_path / 'bad.yml'}:11:") and "'hgh'" in line for line in lines)
+    assert any(line.startswith(f"{tmp_path / 'bad.yml'}:9:") and "badmod" in line for line in lines)
+
+
+def test_rules_show_accepts_the_title_rules_list_shows() -> None:
+    import json as _json
+
+    rows = _json.loads(kaudit("rules", "list", "--format", "json").stdout)
+    title = rows[0]["title"]
+    out = kaudit("rules", "show", title.upper())
+    assert out.returncode == 0 and f"id: {rows[0]['id']}" in out.stdout
+    assert kaudit("rules", "show", "no such rule at all").returncode == 2
+
+
+def test_scan_table_has_a_header_row() -> None:
+    out = kaudit("scan", "-q")
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("TIME (UTC)") and "SEVERITY" in first and "RULE" in first
