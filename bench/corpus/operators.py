@@ -265,7 +265,7 @@ def act_ci(sim: Sim, em: Emitter, t0: float, t1: float, r: random.Random) -> Non
     rate = 12 * business_factor(t0) + 1
     for t in poisson(r, t0, t1, rate):
         name = f"runner-{C.suffix(r, 8).lower()}-project-{r.randint(100, 999)}-concurrent-{r.randint(0, 3)}-{C.suffix(r, 8).lower()}"
-        ns = "gitlab-ci"
+        ns = "gitlab-runner"  # the chart default: build pods in the runner's namespace
         sec = _secret_manifest(ns, f"{name}-reg", "kubernetes.io/dockerconfigjson")
         em.request(t, gl, "create", "secrets", ns=ns, body=sec)
         tmpl = {"metadata": {"labels": {"pod": name, "job.runner.gitlab.com/pod": name}},

@@ -45,6 +45,7 @@ from sigma.types import (
 from sigma.types import CompareOperators
 
 from kaudit_elk.base.errors import ContentError
+from kaudit_elk.rules import derived
 
 Event = Mapping[str, Any]
 Predicate = Callable[[Event], bool]
@@ -65,7 +66,12 @@ class EventView:
 
 
 def _resolver(path: str) -> Callable[[Any], list[Any]]:
-    """Leaf values at dotted ``path`` of a plain object (lists flattened, longest key first)."""
+    """Leaf values at dotted ``path`` of a plain object (lists flattened, longest key first);
+    ``kaudit.*`` paths are derived fields (:mod:`kaudit_elk.rules.derived`)."""
+    if path.startswith(derived.PREFIX):
+        fn = derived.resolver(path)
+        if fn is not None:
+            return fn
     parts = path.split(".")
     n = len(parts)
     # joined[i] = [(key, next_index)] for the candidate keys at level i, longest first
