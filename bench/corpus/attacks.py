@@ -104,9 +104,9 @@ def stolen_kubeconfig(w: Writer) -> None:
     that steals the pod's token and reads the cloud metadata, then the token used from outside."""
     ip = ATTACKER_IPS[0]
     dev = Identity("tom.becker@corp.example", ("oidc:payments-devs", "system:authenticated"), (ip,), KUBECTL_LINUX)
-    w.context(R(dev, "get", "", request_uri="/api?timeout=32s", level="Metadata"),
-              R(dev, "get", "", request_uri="/apis?timeout=32s", level="Metadata"))
-    w.step("whoami from a new client", ("identity-new-public-address",),
+    w.step("discovery and whoami from a new address", ("identity-new-public-address",),
+           R(dev, "get", "", request_uri="/api?timeout=32s", level="Metadata"),
+           R(dev, "get", "", request_uri="/apis?timeout=32s", level="Metadata"),
            R(dev, "create", "selfsubjectreviews", group="authentication.k8s.io"),
            baselines=("off-hours", "new-address"))
     w.step("secrets of another team denied", ("secret-read-denied", "forbidden-request-new-user-agent"),
@@ -150,10 +150,11 @@ def ci_token_escalation(w: Writer) -> None:
            R(tok, "create", "clusterrolebindings", group="rbac.authorization.k8s.io", body=crb, response=crb))
     forged = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "frontend-6c9f8d7b4", "controller": True,
               "uid": "3f2b1c0d-9e8f-4a7b-8c6d-5e4f3a2b1c0d"}
-    w.step("privileged pod with a forged controller owner reference", ("privileged-pod-created", "pod-sensitive-hostpath-mount"),
+    w.step("privileged pod with a forged controller owner reference", ("privileged-pod-created", "pod-sensitive-hostpath-mount",
+                                                                       "rbac-change-then-workload"),
            R(tok, "create", "pods", ns="web", body=_pod("frontend-6c9f8d7b4-zz9qk", "web", ESCAPE_SPEC, forged)))
     w.step("host-escape pod in kube-system", ("privileged-pod-created", "pod-hostpid-created", "pod-created-in-system-namespace",
-                                              "pod-sensitive-hostpath-mount", "rbac-change-then-workload"),
+                                              "pod-sensitive-hostpath-mount"),
            R(tok, "create", "pods", ns="kube-system", body=_pod("kube-proxy-debug", "kube-system", ESCAPE_SPEC)))
     cj = {"kind": "CronJob", "apiVersion": "batch/v1", "metadata": {"name": "node-maintenance", "namespace": "kube-system"},
           "spec": {"schedule": "*/30 * * * *", "jobTemplate": {"spec": {"template": {"spec": dict(ESCAPE_SPEC, restartPolicy="OnFailure")}}}}}

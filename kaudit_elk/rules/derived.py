@@ -14,6 +14,11 @@ and ``detect`` agree.
     The ``command`` parameters of an exec request's URI, decoded as Go's ``url.ParseQuery`` decodes them
     (percent escapes in any case, ``+`` as space, ``;`` segments dropped): what the container really runs,
     whatever spelling the client used.
+``kaudit.request.rbac_grants`` / ``kaudit.response.rbac_grants``
+    Every (API group, resource, verb) a Role or ClusterRole in the request / response body grants, one
+    ``group|resource|verb`` string per combination of one rule's lists (``|pods|get`` for the core group),
+    the way the RBAC authorizer evaluates a PolicyRule: the lists of one rule combine with each other, never
+    with another rule's. ``resourceNames`` and non-resource URLs are left out.
 """
 
 from __future__ import annotations
@@ -72,9 +77,38 @@ def exec_command(event: Mapping[str, Any]) -> list[str]:
     return query_values(uri, "command") if isinstance(uri, str) else []
 
 
+def _grants(body: Any) -> list[str]:
+    if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
+        return []
+    out: list[str] = []
+    for rule in body["rules"]:
+        if not isinstance(rule, dict):
+            continue
+        lists = [rule.get(k) for k in ("apiGroups", "resources", "verbs")]
+        if not all(isinstance(x, list) for x in lists):
+            continue
+        groups, resources, verbs = ([str(v) for v in x if isinstance(v, str)] for x in lists)
+        out += [f"{g}|{r}|{v}" for g in groups for r in resources for v in verbs]
+        if len(out) > 10_000:
+            break
+    return out
+
+
+def request_grants(event: Mapping[str, Any]) -> list[str]:
+    """RBAC grants of the Role/ClusterRole sent in the request."""
+    return _grants(event.get("requestObject"))
+
+
+def response_grants(event: Mapping[str, Any]) -> list[str]:
+    """RBAC grants of the Role/ClusterRole the apiserver stored (RequestResponse level)."""
+    return _grants(event.get("responseObject"))
+
+
 DERIVED: dict[str, Callable[[Mapping[str, Any]], list[Any]]] = {
     "kaudit.actor.namespace": actor_namespace,
     "kaudit.exec.command": exec_command,
+    "kaudit.request.rbac_grants": request_grants,
+    "kaudit.response.rbac_grants": response_grants,
 }
 
 
