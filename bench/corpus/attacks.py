@@ -156,6 +156,14 @@ def ci_token_escalation(w: Writer) -> None:
     w.step("host-escape pod in kube-system", ("privileged-pod-created", "pod-hostpid-created", "pod-created-in-system-namespace",
                                               "pod-sensitive-hostpath-mount"),
            R(tok, "create", "pods", ns="kube-system", body=_pod("kube-proxy-debug", "kube-system", ESCAPE_SPEC)))
+    node = Identity("system:node:ip-10-0-2-27.eu-west-1.compute.internal", ("system:nodes", "system:authenticated"),
+                    ("10.0.2.27",), C.kube_ua("kubelet"))
+    mirror = _pod("sysctl-tuner-ip-10-0-2-27.eu-west-1.compute.internal", "default", dict(ESCAPE_SPEC, nodeName="ip-10-0-2-27.eu-west-1.compute.internal"),
+                  {"apiVersion": "v1", "kind": "Node", "name": "ip-10-0-2-27.eu-west-1.compute.internal", "controller": True,
+                   "uid": "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a"})
+    mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "b3f1c2d4e5", "kubernetes.io/config.source": "file"}
+    w.step("static pod manifest dropped on the node (its kubelet mirrors it)", ("static-pod-mirrored",),
+           R(node, "create", "pods", ns="default", body=mirror), gap=60)
     cj = {"kind": "CronJob", "apiVersion": "batch/v1", "metadata": {"name": "node-maintenance", "namespace": "kube-system"},
           "spec": {"schedule": "*/30 * * * *", "jobTemplate": {"spec": {"template": {"spec": dict(ESCAPE_SPEC, restartPolicy="OnFailure")}}}}}
     w.step("privileged CronJob in kube-system", ("cronjob-created-or-modified", "workload-template-host-access"),

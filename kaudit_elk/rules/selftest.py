@@ -14,7 +14,7 @@ from kaudit_elk.rules.runner import Runner
 # section H: families the catalogue lacks (issue 14: unusual retrieval, the audit trail, new addresses).
 CATALOGUE: tuple[str, ...] = tuple(
     f"{section}{i}" for section, count in (("A", 15), ("B", 2), ("C", 16), ("D", 9), ("E", 14), ("F", 13), ("G", 11),
-                                               ("H", 5))
+                                               ("H", 6))
     for i in range(1, count + 1)
 )
 _BASE_TIME = datetime(2026, 1, 15, 10, 0, 0, tzinfo=timezone.utc)
