@@ -238,6 +238,67 @@ def named_query(compiled: Mapping[str, CompiledRule], rule_ids: Sequence[str]) -
     return [{"bool": {"filter": [compiled[r].query], "_name": r}} for r in rule_ids if compiled[r].query != MATCH_NONE]
 
 
+#: Leaf queries per search: the engines refuse a query with more than ``indices.query.bool.max_clause_count``
+#: (1024 by default on OpenSearch) leaves, so a large pack is searched in several named-query searches.
+CLAUSE_BUDGET = 700
+
+
+def leaf_count(query: Any) -> int:
+    """Leaf queries of a Query DSL tree as the engines count them (a ``terms`` query counts each value)."""
+    if isinstance(query, list):
+        return sum(leaf_count(q) for q in query)
+    if not isinstance(query, dict):
+        return 0
+    if "bool" in query:
+        b = query["bool"]
+        return sum(leaf_count(b.get(k) or []) for k in ("must", "should", "filter", "must_not"))
+    if "terms" in query:
+        vals = [v for k, v in query["terms"].items() if isinstance(v, list)]
+        return max(1, sum(len(v) for v in vals))
+    return 1
+
+
+def clause_groups(clauses: Sequence[dict[str, Any]], budget: int = CLAUSE_BUDGET) -> list[list[dict[str, Any]]]:
+    """The named clauses packed, in order, into groups of at most ``budget`` leaves (a bigger clause alone)."""
+    groups: list[list[dict[str, Any]]] = []
+    size = 0
+    for c in clauses:
+        n = leaf_count(c)
+        if not groups or size + n > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(c)
+        size += n
+    return groups
+
+
+def _merge_key(hit: Mapping[str, Any]) -> tuple:
+    return tuple((v is None, v if v is not None else 0) for v in hit["sort"][:len(_SORT_FIELDS)])
+
+
+def named_hits(engine: "Engine", index: str, clauses: Sequence[dict[str, Any]], *, filters: Sequence[Any] = (),
+               source: Any = True, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+    """Hits of any named clause, in sort order, each once with all its ``matched_queries`` (a list).
+
+    Clauses beyond the clause budget go to further searches whose hit streams are merged by sort key;
+    a document matched in several searches comes once with the union of its rule names."""
+    import heapq
+
+    streams = [search_hits(engine, index, {"bool": {"filter": list(filters), "should": g, "minimum_should_match": 1}},
+                           source=source, page_size=page_size) for g in clause_groups(clauses)]
+    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_merge_key)
+    prev: dict[str, Any] | None = None
+    for hit in merged:
+        if prev is not None and hit["_id"] == prev["_id"] and hit.get("_index") == prev.get("_index"):
+            prev["matched_queries"] = list(dict.fromkeys(_rule_ids_hit(prev) + _rule_ids_hit(hit)))
+            continue
+        if prev is not None:
+            yield prev
+        prev = dict(hit, matched_queries=_rule_ids_hit(hit))
+    if prev is not None:
+        yield prev
+
+
 def _rule_ids_hit(hit: Mapping[str, Any]) -> list[str]:
     mq = hit.get("matched_queries") or []
     return list(mq.keys()) if isinstance(mq, dict) else list(mq)
@@ -373,9 +434,9 @@ def engine_alerts(engine: "Engine", index: str, pack: RulePack, start: datetime,
     clauses = named_query(compiled, list(compiled))
     if not clauses:
         return []
-    query = {"bool": {"filter": [_range(s - back, e)], "should": clauses, "minimum_should_match": 1}}
     out: list[Alert] = []
-    for hit in in_event_time_order(search_hits(engine, index, query, source=SOURCE_FIELDS, page_size=page_size)):
+    for hit in in_event_time_order(named_hits(engine, index, clauses, filters=[_range(s - back, e)],
+                                              source=SOURCE_FIELDS, page_size=page_size)):
         src = hit["_source"]
         event = doc_event(src, keys)
         ids = [r for r in _rule_ids_hit(hit) if r in compiled and (compiled[r].exact or by_id[r].matches(event))]

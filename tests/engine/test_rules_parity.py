@@ -32,6 +32,7 @@ from kaudit_elk.detect.engine_search import (
     compile_pack,
     doc_event,
     engine_alerts,
+    named_hits,
     named_query,
     pack_fields,
     redot_keys,
@@ -89,8 +90,7 @@ def _hits_by_rule(engine, index: str, compiled, rule_ids, keys, pack) -> tuple[d
     clauses = named_query(compiled, rule_ids)
     if not clauses:
         return raw, checked
-    query = {"bool": {"should": clauses, "minimum_should_match": 1}}
-    for hit in search_hits(engine, index, query, source=["kubernetes.audit"]):
+    for hit in named_hits(engine, index, clauses, source=["kubernetes.audit"]):
         event = doc_event(hit["_source"], keys)
         for rid in hit.get("matched_queries") or []:
             raw[rid].add(hit["_id"])
