@@ -25,7 +25,7 @@ def corpus_event_files(corpus: Path) -> list[str]:
     """Every file of the corpus that holds audit events (not rules, field docs or expected outputs)."""
     files = []
     for path in sorted(corpus.rglob("*")):
-        if not path.is_file() or path.suffix in (".yml", ".yaml", ".md", ".tsv"):
+        if not path.is_file() or path.suffix in (".yml", ".yaml", ".md", ".tsv", ".toml"):
             continue
         if path.name.endswith("-expected.json"):
             continue

@@ -183,3 +183,24 @@ def installed_version(engine: Engine, namespace: str) -> dict[str, Any] | None:
     """The content version recorded by the last bootstrap, or None."""
     body = engine.request("GET", f"/{Names(namespace).state_index}/_doc/bootstrap", ignore=(404,))
     return (body or {}).get("_source")
+
+
+def bootstrap(engine: Engine, options: BootstrapOptions, *, force: bool = False, dry_run: bool = False) -> Plan:
+    """Install (or with ``dry_run`` only plan) kaudit-elk's content for one namespace; the library form of
+    ``kaudit-elk bootstrap`` without roles and dashboards. A plain index squatting on the stream's name is
+    refused with the repair steps (:class:`kaudit_elk.cluster.namespace.NotBootstrapped`); a data stream made
+    from another template is rolled over onto kaudit-elk's template."""
+    from kaudit_elk.cluster.namespace import NotBootstrapped, squatter
+
+    names = Names(options.namespace)
+    squatting = squatter(engine, options.namespace)
+    if squatting is not None and squatting.kind == "index":
+        raise NotBootstrapped(squatting.explain(names))
+    the_plan = build_plan(engine, options, force=force)
+    if squatting is not None:
+        the_plan.notes.append(squatting.explain(names))
+    if not dry_run:
+        apply(engine, the_plan, options)
+        if squatting is not None:
+            engine.request("POST", f"/{names.stream}/_rollover")
+    return the_plan

@@ -455,3 +455,20 @@ def load_rules(
         kept.append(r)
     return RulePack(rules=kept, placeholders=placeholders, disabled=sorted(disabled_set))
 
+
+
+def load_pack(
+    rules_dirs: Sequence[str | Path] = (),
+    *,
+    default: bool = True,
+    disabled: Iterable[str] = (),
+    severity: Mapping[str, str] | None = None,
+    exceptions: str | Path | None = None,
+) -> RulePack:
+    """The shipped pack (unless ``default=False``) plus ``rules_dirs``, with tuning applied: what every command
+    that runs rules loads. ``exceptions`` is a tuning/exceptions YAML file (as written by ``kaudit-elk tune``)."""
+    dirs: list[str | Path] = ([default_pack_dir()] if default else []) + list(rules_dirs)
+    if not dirs:
+        raise ContentError("no rules: without the default pack at least one rules folder is needed")
+    return load_rules(dirs, disabled=disabled, severity=severity, tuning=load_tuning(exceptions),
+                      tuning_source=str(exceptions) if exceptions else "exceptions")
