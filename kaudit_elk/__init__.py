@@ -60,6 +60,12 @@ _API: dict[str, tuple[str, str | None]] = {
     "pack_needs": ("kaudit_elk.trail.needs", "pack_needs"),
     "policy_generate": ("kaudit_elk.trail.generate", "generate"),
     "policy_check": ("kaudit_elk.trail.coverage", "check"),
+    "verify": ("kaudit_elk.trail.verify", "verify"),
+    "archive": ("kaudit_elk.trail.archive", "archive"),
+    "list_snapshots": ("kaudit_elk.trail.archive", "list_snapshots"),
+    "archive_verify": ("kaudit_elk.trail.archive", "archive_verify"),
+    "doctor": ("kaudit_elk.trail.doctor", "doctor"),
+    "DoctorOptions": ("kaudit_elk.trail.doctor", "DoctorOptions"),
 }
 
 __all__ = ["__version__", *_API]

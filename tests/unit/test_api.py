@@ -29,6 +29,11 @@ COMMAND_API = {
     "dashboards validate": "dashboards",
     "policy generate": "policy_generate",
     "policy check": "policy_check",
+    "verify": "verify",
+    "archive": "archive",
+    "archive list": "list_snapshots",
+    "archive verify": "archive_verify",
+    "doctor": "doctor",
 }
 
 
