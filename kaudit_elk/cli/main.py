@@ -19,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain Click help: Rich markup swallowed '[env KAUDIT_URL; ...]', flags showed <bool>
 )
 
 
