@@ -49,8 +49,10 @@ def _write(console: Console, text: str, out: Path | None) -> None:
     if out is None:
         console.out.write(text)
         return
+    from kaudit_elk.base.files import write_private
+
     try:
-        out.write_text(text, encoding="utf-8")
+        write_private(out, text.encode("utf-8"))  # reports and exports name users, addresses, secrets: 0600
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror}") from None
     console.info(f"wrote {out}")

@@ -246,6 +246,7 @@ def test_cli_report_writes_html(corpus_dir: Path, tmp_path: Path) -> None:
     page = out.read_text()
     assert_self_contained(page)
     assert "2017-09-11T00:00:00Z" in page
+    assert out.stat().st_mode & 0o777 == 0o600  # the report names users, addresses and secrets
 
 
 def test_cli_report_bad_time_is_a_usage_error(corpus_dir: Path) -> None:
