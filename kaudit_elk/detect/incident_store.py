@@ -151,7 +151,6 @@ def refresh(engine: "Engine", names: Names, touched: Iterable[str], run: Inciden
     ids = sorted(touched)
     if not ids:
         return []
-    engine.request("POST", f"/{names.alerts_index}/_refresh", ignore=(404,))
     before = stored_incidents(engine, names, ids)
     floor = severity_rank(run.min_severity)
     now = iso(datetime.now(timezone.utc).timestamp())

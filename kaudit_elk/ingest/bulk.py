@@ -465,6 +465,8 @@ class Ingester:
                 self.dead.close()
         if self.options.refresh:
             self.engine.refresh(self.stream)
+            if self.chain is not None and self.chain.seq:
+                self.engine.refresh(self.chain.index)
         return self.stats
 
 

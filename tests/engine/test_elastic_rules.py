@@ -141,8 +141,9 @@ _streams: dict[str, dict[str, Any]] = {}
 
 @pytest.fixture(scope="module")
 def stream(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    if engine.flavor in _streams:
-        return _streams[engine.flavor]
+    key = engine.settings.url  # one stream per engine: OpenSearch 2 and 3 share a flavor
+    if key in _streams:
+        return _streams[key]
     namespace = f"elastic{uuid.uuid4().hex[:8]}"
     options = BootstrapOptions(namespace=namespace)
     apply(engine, build_plan(engine, options), options)
@@ -161,8 +162,8 @@ def stream(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     elastic = _elastic_index(engine, namespace)
     caps = engine.request("GET", f"/{name},{elastic}/_field_caps", params={"fields": "*"})["fields"]
     ours = engine.request("GET", f"/{name}/_field_caps", params={"fields": "*"})["fields"]
-    _streams[engine.flavor] = {"name": name, "ids": ids, "caps": caps, "ours": ours, "elastic": elastic}
-    return _streams[engine.flavor]
+    _streams[key] = {"name": name, "ids": ids, "caps": caps, "ours": ours, "elastic": elastic}
+    return _streams[key]
 
 
 def _matched(engine: Engine, stream: dict[str, Any], rule: str, query: dict[str, Any]) -> set[str]:
