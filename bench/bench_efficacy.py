@@ -107,11 +107,23 @@ def measure(days: float, seed: int, nodes: int, rules_dirs: list[str] | None = N
                           "false_medium_plus": false_medium_by_rule[r.id], "false_any": false_by_rule[r.id],
                           "example": false_examples.get(r.id)})
     missing = sorted({slug for s in steps for slug in s.rules if slug not in by_slug})
+    # incidents, as detect/scan --incidents build them: each campaign should be one incident
+    from kaudit_elk.rules.incidents import build_incidents
+    incidents = build_incidents(alerts)
+    alert_ids_of = {i["kaudit"]["incident"]["id"]: set(i["kaudit"]["incident"]["alert_ids"]) for i in incidents}
+    evidence = {a["kaudit"]["alert"]["id"]: set(a["kaudit"]["alert"]["audit_ids"]) for a in alerts}
     campaigns = []
+    attack_incidents: set[str] = set()
     for c in CAMPAIGNS:
         rows = [x for x in step_rows if x["campaign"] == c.name]
         if rows:
-            campaigns.append({"campaign": c.name, "steps": len(rows), "detected": sum(x["detected"] for x in rows)})
+            ids = {i for s in steps if s.campaign == c.name for i in s.audit_ids}
+            found = {iid for iid, aids in alert_ids_of.items() if any(evidence.get(a, set()) & ids for a in aids)}
+            attack_incidents |= found
+            campaigns.append({"campaign": c.name, "steps": len(rows), "detected": sum(x["detected"] for x in rows),
+                              "incidents": len(found)})
+    benign_incidents = [i for i in incidents if i["kaudit"]["incident"]["id"] not in attack_incidents]
+    benign_incidents_medium = sum(severity_rank(i["kaudit"]["incident"]["severity"]) >= MEDIUM for i in benign_incidents)
     return {
         "days": days, "warmup_days": warmup_days, "seed": seed, "nodes": nodes, "events": n_events, "benign_requests": requests,
         "first": first, "last": last, "seconds": round(elapsed, 1), "rules_loaded": len(pack.rules),
@@ -124,6 +136,9 @@ def measure(days: float, seed: int, nodes: int, rules_dirs: list[str] | None = N
         "recall_any_label": round(sum(x["any"] for x in step_rows) / max(len(step_rows), 1), 3),
         "baseline_signals": dict(Counter(b for s in steps for b in s.baselines)),
         "missing_rules": missing, "campaigns": campaigns, "rules": rules, "step_rows": step_rows,
+        "incidents": len(incidents), "benign_incidents": len(benign_incidents),
+        "benign_incidents_medium_plus": benign_incidents_medium,
+        "campaigns_in_one_incident": sum(c["incidents"] == 1 for c in campaigns),
     }
 
 
@@ -135,10 +150,12 @@ def markdown(m: dict) -> str:
            f"{m['false_medium_plus_per_day']} | {m['false_any_per_10k']} | {m['steps']} | {m['steps_detected']} | "
            f"{m['recall']} |", "", "| rule | level | attack steps labelled | hit | false alerts medium+ | any severity |",
            "|---|---|---|---|---|---|"]
+    campaign_rows = ["", "| campaign | steps | detected | incidents |", "|---|---|---|---|"] + [
+        f"| {c['campaign']} | {c['steps']} | {c['detected']} | {c['incidents']} |" for c in m["campaigns"]]
     for r in sorted(m["rules"], key=lambda r: (-r["false_medium_plus"], -r["labelled_steps"], r["rule"])):
         out.append(f"| {r['rule']} | {r['level']} | {r['labelled_steps']} | {r['steps_hit']} | "
                    f"{r['false_medium_plus']} | {r['false_any']} |")
-    return "\n".join(out)
+    return "\n".join(out + campaign_rows)
 
 
 def main() -> int:
@@ -167,8 +184,11 @@ def main() -> int:
               f"{m['false_any_per_10k']} per 10k")
         print(f"recall (every labelled rule raised): {m['steps_detected']}/{m['steps']} = {m['recall']} "
               f"(target >= 0.95); some labelled rule raised: {m['recall_any_label']}")
+        print(f"incidents: {m['incidents']} in all; campaigns forming one incident: {m['campaigns_in_one_incident']}/"
+              f"{len(m['campaigns'])}; benign incidents {m['benign_incidents']} ({m['benign_incidents_medium_plus']} "
+              f"medium+)")
         for c in m["campaigns"]:
-            print(f"  {c['campaign']}: {c['detected']}/{c['steps']}")
+            print(f"  {c['campaign']}: {c['detected']}/{c['steps']} steps, {c['incidents']} incident(s)")
         for s in m["step_rows"]:
             if not s["detected"]:
                 print(f"  MISSED {s['campaign']} / {s['step']}: {s['rules']}")

@@ -9,6 +9,13 @@ its actor keeps alerting: an alert more than ``gap`` after the incident's last a
 the same alerts always give the same incidents, whichever way they were computed (``scan``, or
 ``detect`` window by window from the stored state).
 
+A **workload credential** (a ``system:serviceaccount:`` or ``system:node:`` identity) used from an address
+outside the cluster's networks (not RFC 1918, loopback, link-local, CGNAT or IPv6 ULA: the ranges the
+pack's rules treat as internal) joins the open incident of that same outside address even when its
+identity differs: the usual pivot of a stolen kubeconfig or CI token is to a pod's token from the same
+host, and a workload credential is not normally used from outside at all. Two *people* sharing an outside
+address (a VPN's egress) are not joined.
+
 **Risk** (risk-based alerting): each rule of the incident counts once at the highest severity it
 reached (``SEVERITY_POINTS``), plus 10% per repeat up to five; the sum is multiplied by
 ``1 + 0.5 * (distinct ATT&CK tactics - 1)``: the same points spread over more tactics is more likely an
@@ -21,6 +28,7 @@ The incident id is derived from its first alert's id: stable while alerts join.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
@@ -41,6 +49,11 @@ RISK_SEVERITY = ((150, "critical"), (75, "high"), (30, "medium"), (10, "low"), (
 #: Identities that say nothing about who is acting.
 ANONYMOUS = frozenset({"system:anonymous", "system:unauthenticated", ""})
 MAX_ALERT_IDS = 500
+#: The networks the pack's rules treat as inside the cluster or the organisation.
+INTERNAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10",
+    "::1/128", "fc00::/7", "fe80::/10"))
+WORKLOAD_PREFIXES = ("system:serviceaccount:", "system:node:")
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,22 @@ def actor(alert: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return identity, (str(ip) if ip else None)
 
 
+def is_outside(ip: str | None) -> bool:
+    """True for an address outside the internal networks (:data:`INTERNAL_NETWORKS`)."""
+    if not ip:
+        return False
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return not any(addr.version == n.version and addr in n for n in INTERNAL_NETWORKS)
+
+
+def is_workload(identity: str | None) -> bool:
+    """A service account's or a node's identity (not a person's)."""
+    return identity is not None and identity.startswith(WORKLOAD_PREFIXES)
+
+
 def tactics_of(tags: Iterable[str]) -> list[str]:
     """ATT&CK tactics named by Sigma tags (``attack.privilege-escalation`` or ``attack.privilege_escalation``)."""
     out = []
@@ -130,10 +159,13 @@ class Assigner:
         for inc in self.open.values():
             if t - inc.last > self.options.gap or t - inc.first > self.options.max_span or inc.first - t > self.options.gap:
                 continue
-            if identity is not None and inc.identity is not None and identity != inc.identity:
-                continue
             if source is not None and inc.source is not None and source != inc.source:
                 continue
+            if identity is not None and inc.identity is not None and identity != inc.identity:
+                # a workload credential from the same outside address follows the address
+                if not (source == inc.source and is_outside(source)
+                        and (is_workload(identity) or is_workload(inc.identity))):
+                    continue
             exact = (identity is not None and identity == inc.identity) + (source is not None and source == inc.source)
             if exact:
                 out.append((exact, inc.last, inc.id))
@@ -295,5 +327,5 @@ def open_incident(doc: Mapping[str, Any]) -> OpenIncident:
                         _epoch(inc["last_alert_time"]) or 0.0)
 
 
-__all__ = ["IncidentOptions", "Assigner", "OpenIncident", "build_incidents", "summarize", "risk_score",
+__all__ = ["IncidentOptions", "Assigner", "is_outside", "is_workload", "OpenIncident", "build_incidents", "summarize", "risk_score",
            "tactics_of", "actor", "notify_signature", "SEVERITIES"]

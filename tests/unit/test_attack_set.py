@@ -48,3 +48,25 @@ def test_each_step_raises_its_labelled_rules_on_the_attack_events_alone(attack_s
     missed = [(s.campaign, s.name, lab) for s in steps for lab in s.rules
               if not hits.get(by_slug[lab], set()) & set(s.audit_ids)]
     assert not missed
+
+
+def test_each_multi_step_campaign_forms_one_incident(attack_set, pack):
+    """A SOC gets one incident per campaign: every alert holding a campaign's requests lands in one incident."""
+    from kaudit_elk.rules.incidents import Assigner, IncidentOptions, alert_key
+
+    events, steps = attack_set
+    alerts = sorted(Runner(pack).run(events), key=alert_key)
+    assigner = Assigner(IncidentOptions())
+    incident_of = {a["kaudit"]["alert"]["id"]: assigner.assign(a) for a in alerts}
+    split = {}
+    for c in CAMPAIGNS:
+        ids = {i for s in steps if s.campaign == c.name for i in s.audit_ids}
+        if sum(s.campaign == c.name for s in steps) < 2:
+            continue
+        found = {incident_of[a["kaudit"]["alert"]["id"]] for a in alerts if set(a["kaudit"]["alert"]["audit_ids"]) & ids}
+        if len(found) != 1:
+            split[c.name] = len(found)
+    # Known limitation: the static pod of ci-token-escalation is created by the node's own credential (its
+    # kubelet mirrors the manifest the attacker dropped), a different actor on an internal address; linking a
+    # pod token to the node it is bound to is not done, so that step forms a second incident.
+    assert split == {"ci-token-escalation": 2}, f"campaigns split over several incidents: {split}"

@@ -159,3 +159,21 @@ def test_the_report_shows_incidents_highest_risk_first(sample_alerts: list[dict]
     html = report.render(data, "html")
     assert 'id="incidents"' in html and top["title"].replace("→", "") .split(":")[0] in html
     assert "## Incidents" in report.render(data, "markdown")
+
+
+def test_a_workload_credential_from_the_same_outside_address_joins_the_incident() -> None:
+    """A stolen kubeconfig, then a pod's token used from the same outside host: one incident."""
+    sa = "system:serviceaccount:payments:payments-api"
+    alerts = [_alert(1, 0, "tom@corp.example", "198.51.100.23"), _alert(2, 3, sa, "198.51.100.23"),
+              _alert(3, 5, "tom@corp.example", "198.51.100.23")]
+    (inc,) = build_incidents(alerts)
+    assert inc["kaudit"]["incident"]["alert_count"] == 3
+    assert inc["kaudit"]["incident"]["identities"] == ["tom@corp.example", sa]
+
+
+def test_people_sharing_an_address_or_a_workload_inside_are_not_joined() -> None:
+    sa = "system:serviceaccount:ci:deployer"
+    vpn = [_alert(1, 0, "alice@corp.example", "198.51.100.4"), _alert(2, 1, "bob@corp.example", "198.51.100.4")]
+    assert len(build_incidents(vpn)) == 2  # two people behind one VPN egress stay two incidents
+    inside = [_alert(1, 0, "alice@corp.example", "10.1.2.3"), _alert(2, 1, sa, "10.1.2.3")]
+    assert len(build_incidents(inside)) == 2  # a pod token from an internal address is its own actor
