@@ -109,7 +109,10 @@ def _os_body(role: str, names: Names) -> dict[str, Any]:
             "indices:data/read/search", "indices:admin/refresh*", "indices:admin/mappings/get"]},
                  {"index_patterns": p["state"], "allowed_actions": ["indices:data/read/get"]},
                  {"index_patterns": p["integrity"], "allowed_actions": [  # the integrity chain's links
-                     "indices:data/write/index", "indices:admin/create", "indices:admin/mapping/put"]}]
+                     # PUT _create runs as a shard bulk (bulk[s]); the item action (index) is checked as well,
+                     # so update and delete stay refused
+                     "indices:data/write/index", "indices:data/write/bulk*", "indices:admin/create",
+                     "indices:admin/mapping/put"]}]
     elif role == "detector":
         cluster = _OS_CLUSTER_BASE + ["indices:data/write/bulk", "indices:data/read/point_in_time/delete",
                                       "indices:data/read/search"]
