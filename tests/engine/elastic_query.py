@@ -9,8 +9,7 @@
   keyword (or a text field's keyword multi-field): ``==`` -> ``term``, ``!=`` -> not ``term``, ``in`` ->
   ``terms``, ``like`` -> ``wildcard`` (case-sensitive), ``: value`` -> case-insensitive ``term``,
   ``== null`` -> not ``exists``. The sequence's join and time window are the caller's to check.
-* ES|QL is not executed (the test engines have no ES|QL): :func:`esql_fields` lists the document fields a
-  query reads, for the caller to check.
+* ES|QL: see ``elastic_esql.py``.
 
 Own code; only what the 45 rules in ``../shared/corpus/elastic-detection-rules-kubernetes`` use.
 """
@@ -337,26 +336,7 @@ def eql_fields(text: str) -> set[str]:
     return {w for w in words if "." in w and not w.startswith("maxspan")}
 
 
-# ---- ES|QL: the fields a query reads --------------------------------------------------------------
-
-_ESQL_FIELD = re.compile(r"`([^`]+)`|(?<![\w.\"])((?:@timestamp)|(?:[a-z_][\w]*\.)+[\w/]+)")
-
-
-def esql_fields(text: str) -> tuple[set[str], set[str]]:
-    """Document fields an ES|QL query reads: (dotted names outside strings, ``Esql.*`` results excluded;
-    the fields inside its ``KQL(...)`` calls, which are Lucene queries, not ES|QL columns)."""
-    kql = re.findall(r'KQL\("""(.*?)"""\)', text, re.S)
-    body = re.sub(r"(?is)^\s*from\s+\S+", "", text)
-    body = re.sub(r'"""(.*?)"""', '""', body, flags=re.S)
-    body = re.sub(r'"(?:[^"\\]|\\.)*"', '""', body)
-    body = re.sub(r"//[^\n]*", "", body)
-    names = {a or b for a, b in _ESQL_FIELD.findall(body)}
-    direct = {n for n in names if not n.startswith("Esql.")}
-    in_kql: set[str] = set()
-    for q in kql:
-        in_kql |= kql_fields(q)
-    return direct, in_kql
-
+# ---- fields ------------------------------------------------------------------------------------------
 
 def kql_fields(text: str) -> set[str]:
     """Field names a KQL query reads."""
