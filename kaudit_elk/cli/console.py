@@ -101,6 +101,15 @@ _ADDRESS_ERRORS = {
 }
 
 
+def run_exit(console: Console, fn: Callable[[], int]) -> None:
+    """:func:`run` ``fn`` and exit with the code it returns when that is not 0 (findings, alerts)."""
+    import typer
+
+    code = run(console, fn)
+    if code:
+        raise typer.Exit(code)
+
+
 def run(console: Console, fn: Callable[[], T]) -> T:
     """Call ``fn``; map known errors to messages on stderr and documented exit codes."""
     import typer

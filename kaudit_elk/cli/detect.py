@@ -9,9 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from kaudit_elk.cli.main import (
-    ApiKeyOpt, CaOpt, ConfigOpt, NamespaceOpt, PasswordOpt, QuietOpt, UrlOpt, UserOpt, VerifyOpt, settings_from,
-)
+from kaudit_elk.cli.connection import NO_FLAGS, Connection, connection_options
+from kaudit_elk.cli.main import QuietOpt
 from kaudit_elk.cli.rules import (
     DisableOpt, ExcOpt, GapOpt, NoPackOpt, RulesDirOpt, SevOpt, Severity, SpanOpt, incident_options, load_pack,
 )
@@ -49,15 +48,9 @@ class Notify(str, Enum):
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @connection_options()
     def detect(
-        url: UrlOpt = None,
-        username: UserOpt = None,
-        password: PasswordOpt = None,
-        api_key: ApiKeyOpt = None,
-        ca_certs: CaOpt = None,
-        verify_certs: VerifyOpt = None,
-        config: ConfigOpt = None,
-        namespace: NamespaceOpt = None,
+        conn: Connection = NO_FLAGS,
         rules_dir: RulesDirOpt = [],  # noqa: B006
         disable: DisableOpt = [],  # noqa: B006
         severity_override: SevOpt = [],  # noqa: B006
@@ -98,8 +91,7 @@ def register(app: typer.Typer) -> None:
             from kaudit_elk.rules.alerts import severity_rank
 
             now = datetime.now(timezone.utc)
-            settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
-                                     namespace=namespace)
+            settings = conn.settings
             options = DetectOptions(
                 namespace=settings.namespace, overlap=parse_duration(overlap, "--overlap"),
                 delay=parse_duration(delay, "--delay"), max_step=parse_duration(max_step, "--max-step"),

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from kaudit_elk import __version__
-from kaudit_elk.base.config import Settings, load_settings
 from kaudit_elk.base.errors import ConfigError
+from kaudit_elk.cli.connection import NO_FLAGS, Connection, connection_options
 from kaudit_elk.cli.console import Console, run
 
 app = typer.Typer(
@@ -33,51 +33,14 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
-# Connection options shared by every command that talks to a cluster.
-UrlOpt = Annotated[Optional[str], typer.Option("--url", help="Engine URL [env KAUDIT_URL; default http://127.0.0.1:9200]")]
-UserOpt = Annotated[Optional[str], typer.Option("--username", "-u", help="Basic auth user [env KAUDIT_USERNAME]")]
-PasswordOpt = Annotated[Optional[str], typer.Option("--password", help="Basic auth password [env KAUDIT_PASSWORD]")]
-ApiKeyOpt = Annotated[Optional[str], typer.Option("--api-key", help="API key (base64 id:key) [env KAUDIT_API_KEY]")]
-CaOpt = Annotated[Optional[str], typer.Option("--ca-certs", help="CA bundle for TLS [env KAUDIT_CA_CERTS]")]
-VerifyOpt = Annotated[
-    Optional[bool], typer.Option("--verify-certs/--no-verify-certs", help="Verify TLS certificates (default on)")
-]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="YAML config file [env KAUDIT_CONFIG]")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or messages on stderr")]
 OutputOpt = Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format")]
 
 
-def settings_from(
-    url: str | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    api_key: str | None = None,
-    ca_certs: str | None = None,
-    verify_certs: bool | None = None,
-    config: str | None = None,
-    **extra: Any,
-) -> Settings:
-    """Build Settings from CLI flags (None means: not given on the command line); unsafe choices warn once."""
-    from kaudit_elk.cli.console import warn_once
-
-    flags = dict(url=url, username=username, password=password, api_key=api_key, ca_certs=ca_certs,
-                 verify_certs=verify_certs, **extra)
-    settings = load_settings(flags, config_file=config, warn=warn_once)
-    if not settings.verify_certs:
-        warn_once("TLS certificate verification is off (--no-verify-certs / verify_certs: false): anyone on the "
-                  "path can impersonate the engine and read the credentials; use --ca-certs instead")
-    return settings
-
-
 @app.command()
+@connection_options(namespace=False)
 def version(
-    url: UrlOpt = None,
-    username: UserOpt = None,
-    password: PasswordOpt = None,
-    api_key: ApiKeyOpt = None,
-    ca_certs: CaOpt = None,
-    verify_certs: VerifyOpt = None,
-    config: ConfigOpt = None,
+    conn: Connection = NO_FLAGS,
     output: OutputOpt = OutputFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
@@ -89,13 +52,9 @@ def version(
 
         result: dict[str, Any] = {"kaudit_elk": __version__, "python": platform.python_version(),
                                   "native": fastpath.version()}
-        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config)
-        explicit = url is not None or _env_has_url() or config is not None
-        if explicit:
-            from kaudit_elk.cluster.engine import connect
-
-            engine = connect(settings)
-            try:
+        settings = conn.settings  # flags, env and config are checked even when no engine is named
+        if conn.explicit:
+            with conn.engine() as engine:
                 result["engine"] = {
                     "url": settings.url,
                     "flavor": engine.info.flavor,
@@ -103,8 +62,6 @@ def version(
                     "cluster_name": engine.info.cluster_name,
                     "capabilities": engine.caps.as_dict(),
                 }
-            finally:
-                engine.close()
         if output is OutputFormat.json:
             console.json(result)
         else:
@@ -123,25 +80,10 @@ def version(
     run(console, body)
 
 
-NamespaceOpt = Annotated[
-    Optional[str], typer.Option("--namespace", help="Data stream namespace [env KAUDIT_NAMESPACE; default kaudit]")
-]
-ClusterOpt = Annotated[
-    Optional[str], typer.Option("--cluster", help="Kubernetes cluster name for orchestrator.cluster.name [env KAUDIT_CLUSTER]")
-]
-
-
 @app.command()
+@connection_options(cluster=True)
 def bootstrap(
-    url: UrlOpt = None,
-    username: UserOpt = None,
-    password: PasswordOpt = None,
-    api_key: ApiKeyOpt = None,
-    ca_certs: CaOpt = None,
-    verify_certs: VerifyOpt = None,
-    config: ConfigOpt = None,
-    namespace: NamespaceOpt = None,
-    cluster: ClusterOpt = None,
+    conn: Connection = NO_FLAGS,
     retention_days: Annotated[int, typer.Option(help="Days audit events stay searchable (ILM/ISM delete phase)")] = 90,
     rollover_age: Annotated[str, typer.Option(help="Roll the write index over after this age")] = "1d",
     shards: Annotated[int, typer.Option(help="Primary shards per backing index")] = 1,
@@ -166,116 +108,71 @@ def bootstrap(
     console = Console(quiet)
 
     def body() -> None:
-        from kaudit_elk.cluster.bootstrap import apply, build_plan, diff
-        from kaudit_elk.cluster.engine import connect
-        from kaudit_elk.cluster.templates import BootstrapOptions, Names
+        from kaudit_elk.cluster.bootstrap import diff, install
+        from kaudit_elk.cluster.roles import PURPOSE
+        from kaudit_elk.cluster.templates import BootstrapOptions
 
-        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
-                                 namespace=namespace, cluster=cluster)
-        engine = connect(settings)
-        options = BootstrapOptions(namespace=settings.namespace, cluster=settings.cluster,
-                                   retention_days=retention_days, rollover_age=rollover_age, shards=shards,
-                                   pipeline=pipeline)
-        from kaudit_elk.cluster import roles
-
-        unknown = [r for r in create_api_key if r not in roles.ROLES]
-        if unknown:
-            from kaudit_elk.base.errors import ConfigError
-
-            raise ConfigError(f"--create-api-key: unknown role {unknown[0]!r}; one of {', '.join(roles.ROLES)}")
-        definitions = roles.role_definitions(engine.flavor, settings.namespace)
+        settings = conn.settings
+        with conn.engine() as engine:
+            options = BootstrapOptions(namespace=settings.namespace, cluster=settings.cluster,
+                                       retention_days=retention_days, rollover_age=rollover_age, shards=shards,
+                                       pipeline=pipeline)
+            done = install(engine, options, force=force, dry_run=dry_run, create_roles=create_roles,
+                           api_key_roles=create_api_key, api_key_expiration=api_key_expiration,
+                           roles_only=roles_only)
+            label = engine.info.label
         if create_roles and dry_run:
-            for d in definitions:
-                console.data(f"role      {d.name:28} {roles.PURPOSE[d.role]}")
-        elif create_roles:
-            for name, action in roles.apply_roles(engine, definitions):
-                console.info(f"role {name}: {action}")
-        by_role = {d.role: d for d in definitions}
-        if roles_only:
-            if not (create_roles or create_api_key):
-                from kaudit_elk.base.errors import ConfigError
-
-                raise ConfigError("--roles-only needs --create-roles or --create-api-key")
-            if not dry_run:
-                for role in create_api_key:
-                    console.data(f"{by_role[role].name}\t{roles.create_api_key(engine, by_role[role], api_key_expiration)}")
+            for d in done.roles:
+                console.data(f"role      {d.name:28} {PURPOSE[d.role]}")
+        for name, action in done.roles_applied:
+            console.info(f"role {name}: {action}")
+        for name, key in done.api_keys:
+            console.data(f"{name}\t{key}")
+        if done.plan is None:  # --roles-only
             return
-        from kaudit_elk.cluster.namespace import NotBootstrapped, squatter
-
-        squatting = squatter(engine, settings.namespace)
-        if squatting is not None and squatting.kind == "index":
-            raise NotBootstrapped(squatting.explain(Names(settings.namespace)))
-        the_plan = build_plan(engine, options, force=force)
-        if squatting is not None:
-            the_plan.notes.append(f"{squatting.explain(Names(settings.namespace))}; "
-                                  + ("bootstrap would roll it over onto kaudit-elk's template" if dry_run
-                                     else "rolled over onto kaudit-elk's template (older backing indices keep "
-                                          "their mappings)"))
-        console.info(f"{engine.info.label} at {settings.url}")
+        the_plan = done.plan
+        console.info(f"{label} at {settings.url}")
         for note in the_plan.notes:
             console.info(f"note: {note}")
-        if output is OutputFormat.json:
-            report = {"engine": engine.info.label, "dry_run": dry_run, "notes": the_plan.notes,
-                      "steps": [{"action": s.action, "kind": s.desired.kind, "name": s.desired.name}
-                                for s in the_plan.steps]}
+        report = {"engine": label, "dry_run": dry_run, "notes": the_plan.notes,
+                  "steps": [{"action": s.action, "kind": s.desired.kind, "name": s.desired.name}
+                            for s in the_plan.steps]}
         if dry_run:
-            for step in the_plan.steps:
-                if output is OutputFormat.text:
-                    console.data(step.describe())
-                    if step.action in ("update", "conflict"):
-                        console.data(diff(step))
             if output is OutputFormat.json:
                 console.json(report)
+                return
+            for step in the_plan.steps:
+                console.data(step.describe())
+                if step.action in ("update", "conflict"):
+                    console.data(diff(step))
             return
-        changed = apply(engine, the_plan, options)
-        if squatting is not None:
-            engine.request("POST", f"/{Names(settings.namespace).stream}/_rollover")
-        for role in create_api_key:
-            console.data(f"{by_role[role].name}\t{roles.create_api_key(engine, by_role[role], api_key_expiration)}")
         imports = []
         for flavor, target in (("kibana", kibana_url), ("opensearch", dashboards_url)):
-            if not target:
-                continue
-            from kaudit_elk.base import redact
-            from kaudit_elk.base.config import split_userinfo, validate_url
-            from kaudit_elk.views import dashboards
+            if target:
+                from kaudit_elk.views import dashboards
 
-            target, url_user, url_password = split_userinfo(target, f"--{flavor}-url")
-            validate_url(target, "--kibana-url" if flavor == "kibana" else "--dashboards-url")
-            redact.register(url_password)
-            user, secret = (url_user, url_password) if url_user or url_password else (settings.username,
-                                                                                     settings.password)
-            objects = dashboards.render(flavor, index_namespace=settings.namespace)  # type: ignore[arg-type]
-            summary = dashboards.import_objects(
-                target, flavor, objects, username=user, password=secret,  # type: ignore[arg-type]
-                api_key=settings.api_key, ca_certs=settings.ca_certs, verify_certs=settings.verify_certs,
-                space=space, tenant=tenant)
-            imports.append({"url": target, **summary})
-            console.info(f"dashboards: {summary['imported']} saved objects imported into {flavor} at {target}")
+                summary = dashboards.import_into(
+                    target, flavor, namespace=settings.namespace, username=settings.username,  # type: ignore[arg-type]
+                    password=settings.password, api_key=settings.api_key, ca_certs=settings.ca_certs,
+                    verify_certs=settings.verify_certs, space=space, tenant=tenant)
+                imports.append(summary)
+                console.info(f"dashboards: {summary['imported']} saved objects imported into {flavor} at {summary['url']}")
         if output is OutputFormat.json:
-            report["dashboards"] = imports
-            console.json(report)
+            console.json({**report, "dashboards": imports})
         else:
             for step in the_plan.steps:
                 console.data(step.describe())
-        console.info("nothing to change: everything is up to date" if not changed
-                     else f"{len(changed)} object(s) installed or updated")
+        console.info("nothing to change: everything is up to date" if not the_plan.changes
+                     else f"{len(the_plan.changes)} object(s) installed or updated")
 
     run(console, body)
 
 
 @app.command()
+@connection_options(cluster=True)
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Audit log files (.gz ok) or - for stdin")],
-    url: UrlOpt = None,
-    username: UserOpt = None,
-    password: PasswordOpt = None,
-    api_key: ApiKeyOpt = None,
-    ca_certs: CaOpt = None,
-    verify_certs: VerifyOpt = None,
-    config: ConfigOpt = None,
-    namespace: NamespaceOpt = None,
-    cluster: ClusterOpt = None,
+    conn: Connection = NO_FLAGS,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading a growing (and rotated) file")] = False,
     checkpoint: Annotated[Optional[str], typer.Option(help="Checkpoint file: resume an interrupted run where it stopped")] = None,
     dead_letter: Annotated[str, typer.Option(help="Where records that cannot be indexed go, with reasons (NDJSON)")] = "kaudit-dead-letters.ndjson",
@@ -307,8 +204,7 @@ def ingest(
             raise ConfigError(f"--batch-mb must be more than 0 and at most 100, got {batch_mb:g}")
         if retry_for < 0:
             raise ConfigError(f"--retry-for must be 0 or more seconds, got {retry_for:g}")
-        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
-                                 namespace=namespace, cluster=cluster)
+        settings = conn.settings
         engine = connect(settings)
         from kaudit_elk.cluster.namespace import require_bootstrapped
 
@@ -346,16 +242,9 @@ def ingest(
 
 
 @app.command()
+@connection_options(cluster=True)
 def serve(
-    url: UrlOpt = None,
-    username: UserOpt = None,
-    password: PasswordOpt = None,
-    api_key: ApiKeyOpt = None,
-    ca_certs: CaOpt = None,
-    verify_certs: VerifyOpt = None,
-    config: ConfigOpt = None,
-    namespace: NamespaceOpt = None,
-    cluster: ClusterOpt = None,
+    conn: Connection = NO_FLAGS,
     listen: Annotated[str, typer.Option(help="host:port to listen on")] = "127.0.0.1:8443",
     tls_cert: Annotated[Optional[str], typer.Option(help="Server certificate chain (PEM); HTTPS is the default")] = None,
     tls_key: Annotated[Optional[str], typer.Option(help="Server private key (PEM)")] = None,
@@ -402,8 +291,7 @@ def serve(
                             format="%(asctime)s %(levelname)s %(message)s")
         for noisy in ("opensearch", "elastic_transport", "elasticsearch", "aiohttp"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
-        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
-                                 namespace=namespace, cluster=cluster)
+        settings = conn.settings
         host, _, port = listen.rpartition(":")
         if not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ConfigError(f"--listen must be host:port with a port from 0 to 65535, got {listen!r}")
@@ -439,15 +327,9 @@ def serve(
 
 
 @app.command()
+@connection_options()
 def retention(
-    url: UrlOpt = None,
-    username: UserOpt = None,
-    password: PasswordOpt = None,
-    api_key: ApiKeyOpt = None,
-    ca_certs: CaOpt = None,
-    verify_certs: VerifyOpt = None,
-    config: ConfigOpt = None,
-    namespace: NamespaceOpt = None,
+    conn: Connection = NO_FLAGS,
     days: Annotated[float, typer.Option(help="Delete backing indices whose newest event is older than this")] = 90,
     rollover_age: Annotated[str, typer.Option(help="Roll the write index over when older than this (30m, 12h, 1d)")] = "1d",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be rolled over and deleted")] = False,
@@ -467,7 +349,7 @@ def retention(
             from kaudit_elk.base.errors import ConfigError
 
             raise ConfigError(str(exc)) from None
-        settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config, namespace=namespace)
+        settings = conn.settings
         engine = connect(settings)
         if engine.caps.lifecycle:
             console.warn(f"this cluster has {engine.caps.lifecycle.upper()}; the policy installed by bootstrap "
@@ -484,12 +366,6 @@ def retention(
             console.data(f"keep:   {name}")
 
     run(console, body)
-
-
-def _env_has_url() -> bool:
-    import os
-
-    return bool(os.environ.get("KAUDIT_URL"))
 
 
 # Command modules register themselves here; each owns one area of the CLI.

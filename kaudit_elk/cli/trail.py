@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from kaudit_elk.base.errors import EXIT_FINDINGS, ConfigError
-from kaudit_elk.cli.console import Console, run
-from kaudit_elk.cli.main import (ApiKeyOpt, CaOpt, ClusterOpt, ConfigOpt, NamespaceOpt, OutputFormat, OutputOpt,
-                                 PasswordOpt, QuietOpt, UrlOpt, UserOpt, VerifyOpt, settings_from)
+from kaudit_elk.cli.connection import NO_FLAGS, Connection, connection_options
+from kaudit_elk.cli.console import Console, run, run_exit
+from kaudit_elk.cli.main import OutputFormat, OutputOpt, QuietOpt
 from kaudit_elk.cli.rules import NoPackOpt, RulesDirOpt, load_pack
 
 
@@ -73,6 +73,7 @@ def register(app: typer.Typer) -> None:
         run(console, body)
 
     @policy_app.command("check")
+    @connection_options()
     def check_cmd(
         policy_file: Annotated[str, typer.Argument(help="The audit Policy YAML (as given to --audit-policy-file)")],
         fail_on: Annotated[FailOn, typer.Option("--fail-on", help=f"Exit {EXIT_FINDINGS} when a rule is blind (default) or also degraded; policy rules that write secret values always fail")] = FailOn.blind,
@@ -81,9 +82,7 @@ def register(app: typer.Typer) -> None:
         since: Annotated[str, typer.Option("--since", help="--from-cluster: start of the range (ISO or now-24h)")] = "now-24h",
         rules_dir: RulesDirOpt = [],  # noqa: B006
         no_default_rules: NoPackOpt = False,
-        url: UrlOpt = None, username: UserOpt = None, password: PasswordOpt = None, api_key: ApiKeyOpt = None,
-        ca_certs: CaOpt = None, verify_certs: VerifyOpt = None, config: ConfigOpt = None,
-        namespace: NamespaceOpt = None,
+        conn: Connection = NO_FLAGS,
         output: OutputOpt = OutputFormat.text,
         quiet: QuietOpt = False,
     ) -> None:
@@ -106,16 +105,10 @@ def register(app: typer.Typer) -> None:
             result = check(pol, needs)
             observed = None
             if from_cluster:
-                from kaudit_elk.cluster.engine import connect
                 from kaudit_elk.trail.observed import compare, fetch
 
-                settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
-                                         namespace=namespace)
-                engine = connect(settings)
-                try:
-                    seen = fetch(engine, settings.namespace, since)
-                finally:
-                    engine.close()
+                with conn.engine() as engine:
+                    seen = fetch(engine, conn.settings.namespace, since)
                 observed = (seen, compare(seen, needs))
             if output is OutputFormat.json:
                 doc = as_json(result)
@@ -159,17 +152,14 @@ def register(app: typer.Typer) -> None:
                 bad = bad or bool(result.by_status("degraded"))
             return EXIT_FINDINGS if bad else 0
 
-        code = run(console, body)
-        if code:
-            raise typer.Exit(code)
+        run_exit(console, body)
 
     @app.command("verify")
+    @connection_options()
     def verify_cmd(
         since: Annotated[str, typer.Option("--since", help="Start of the range (ISO time or now-24h, now-7d)")] = "now-24h",
         until: Annotated[str, typer.Option("--until", help="End of the range")] = "now",
-        url: UrlOpt = None, username: UserOpt = None, password: PasswordOpt = None, api_key: ApiKeyOpt = None,
-        ca_certs: CaOpt = None, verify_certs: VerifyOpt = None, config: ConfigOpt = None,
-        namespace: NamespaceOpt = None,
+        conn: Connection = NO_FLAGS,
         output: OutputOpt = OutputFormat.text,
         quiet: QuietOpt = False,
     ) -> None:
@@ -180,16 +170,10 @@ def register(app: typer.Typer) -> None:
         console = Console(quiet)
 
         def body() -> int:
-            from kaudit_elk.cluster.engine import connect
             from kaudit_elk.trail.verify import verify
 
-            settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
-                                     namespace=namespace)
-            engine = connect(settings)
-            try:
-                report = verify(engine, settings.namespace, since, until)
-            finally:
-                engine.close()
+            with conn.engine() as engine:
+                report = verify(engine, conn.settings.namespace, since, until)
             if output is OutputFormat.json:
                 console.json(report.as_dict())
             else:
@@ -216,14 +200,13 @@ def register(app: typer.Typer) -> None:
                              + ("" if not report.ok else " — clean"))
             return 0 if report.ok and not report.notes else EXIT_FINDINGS
 
-        code = run(console, body)
-        if code:
-            raise typer.Exit(code)
+        run_exit(console, body)
 
     archive_app = typer.Typer(help="Snapshots of closed periods: archive, list, verify.", invoke_without_command=True)
     app.add_typer(archive_app, name="archive")
 
     @archive_app.callback()
+    @connection_options()
     def archive_cmd(
         ctx: typer.Context,
         repository: RepoOpt = "kaudit-archive",
@@ -231,33 +214,24 @@ def register(app: typer.Typer) -> None:
         profile: Annotated[Optional[str], typer.Option("--profile", help="Retention profile: pci-dss, soc2, iso27001, omb-m-21-31 (sets --keep-days and checks the lifecycle)")] = None,
         keep_days: Annotated[Optional[float], typer.Option("--keep-days", help="Delete snapshots whose newest event is older than this")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be snapshotted and deleted")] = False,
-        url: UrlOpt = None, username: UserOpt = None, password: PasswordOpt = None, api_key: ApiKeyOpt = None,
-        ca_certs: CaOpt = None, verify_certs: VerifyOpt = None, config: ConfigOpt = None,
-        namespace: NamespaceOpt = None,
+        conn: Connection = NO_FLAGS,
         output: OutputOpt = OutputFormat.text,
         quiet: QuietOpt = False,
     ) -> None:
         """Snapshot every closed period (rolled-over backing index) not archived yet (cron it daily)."""
-        ctx.obj = {"repository": repository, "fs_location": fs_location, "conn": dict(
-            url=url, username=username, password=password, api_key=api_key, ca_certs=ca_certs,
-            verify_certs=verify_certs, config=config), "namespace": namespace, "output": output, "quiet": quiet}
+        ctx.obj = {"repository": repository, "conn": conn, "output": output, "quiet": quiet}
         if ctx.invoked_subcommand:
             return
         console = Console(quiet)
 
         def body() -> None:
-            from kaudit_elk.cluster.engine import connect
             from kaudit_elk.trail import archive as arch
 
             prof = arch.profile(profile) if profile else None
             keep = keep_days if keep_days is not None else (prof.retained_days if prof else None)
-            settings = settings_from(**ctx.obj["conn"], namespace=namespace)
-            engine = connect(settings)
-            try:
+            with conn.engine() as engine:
                 arch.ensure_repository(engine, repository, fs_location)
-                result = arch.archive(engine, settings.namespace, repository, keep, dry_run)
-            finally:
-                engine.close()
+                result = arch.archive(engine, conn.settings.namespace, repository, keep, dry_run)
             if prof:
                 console.info(f"profile {prof.name} ({prof.framework}): {prof.requirement} -> lifecycle keeps "
                              f"{prof.searchable_days} days searchable (bootstrap --retention-days {prof.searchable_days}), "
@@ -283,15 +257,10 @@ def register(app: typer.Typer) -> None:
         console = Console(o["quiet"])
 
         def body() -> None:
-            from kaudit_elk.cluster.engine import connect
             from kaudit_elk.trail import archive as arch
 
-            settings = settings_from(**o["conn"], namespace=o["namespace"])
-            engine = connect(settings)
-            try:
-                snaps = arch.list_snapshots(engine, o["repository"], settings.namespace)
-            finally:
-                engine.close()
+            with o["conn"].engine() as engine:
+                snaps = arch.list_snapshots(engine, o["repository"], o["conn"].settings.namespace)
             if o["output"] is OutputFormat.json:
                 console.json([arch.as_dict(s) for s in snaps])
                 return
@@ -310,18 +279,12 @@ def register(app: typer.Typer) -> None:
         console = Console(o["quiet"])
 
         def body() -> int:
-            from kaudit_elk.cluster.engine import connect
             from kaudit_elk.trail import archive as arch
 
-            settings = settings_from(**o["conn"], namespace=o["namespace"])
-            engine = connect(settings)
-            results = []
-            try:
-                names = list(snapshots or [s.name for s in arch.list_snapshots(engine, o["repository"], settings.namespace)])
-                for name in names:
-                    results.append((name, arch.archive_verify(engine, settings.namespace, name, o["repository"])))
-            finally:
-                engine.close()
+            namespace = o["conn"].settings.namespace
+            with o["conn"].engine() as engine:
+                names = list(snapshots or [s.name for s in arch.list_snapshots(engine, o["repository"], namespace)])
+                results = [(name, arch.archive_verify(engine, namespace, name, o["repository"])) for name in names]
             if o["output"] is OutputFormat.json:
                 console.json([{"snapshot": n, **r.as_dict()} for n, r in results])
             else:
@@ -333,11 +296,10 @@ def register(app: typer.Typer) -> None:
                 console.warn("no snapshots to verify")
             return 0 if results and all(r.ok and not r.notes for _, r in results) else EXIT_FINDINGS
 
-        code = run(console, body)
-        if code:
-            raise typer.Exit(code)
+        run_exit(console, body)
 
     @app.command("doctor")
+    @connection_options()
     def doctor_cmd(
         max_data_age: Annotated[str, typer.Option("--max-data-age", help="Fail when a cluster sent nothing for this long (15m, 1h)")] = "15m",
         max_detect_age: Annotated[str, typer.Option("--max-detect-age", help="Fail when detect last completed longer ago")] = "30m",
@@ -345,9 +307,7 @@ def register(app: typer.Typer) -> None:
         repository: Annotated[Optional[str], typer.Option("--repository", help="Snapshot repository of the archive ('' to skip)")] = "kaudit-archive",
         dead_letter: Annotated[Optional[str], typer.Option("--dead-letter", help="Local dead-letter file to look at")] = "kaudit-dead-letters.ndjson",
         prometheus_textfile: Annotated[Optional[str], typer.Option("--prometheus-textfile", help="Also write the results as Prometheus textfile-collector metrics")] = None,
-        url: UrlOpt = None, username: UserOpt = None, password: PasswordOpt = None, api_key: ApiKeyOpt = None,
-        ca_certs: CaOpt = None, verify_certs: VerifyOpt = None, config: ConfigOpt = None,
-        namespace: NamespaceOpt = None,
+        conn: Connection = NO_FLAGS,
         output: OutputOpt = OutputFormat.text,
         quiet: QuietOpt = False,
     ) -> None:
@@ -357,7 +317,6 @@ def register(app: typer.Typer) -> None:
         def body() -> int:
             import time as _time
 
-            from kaudit_elk.cluster.engine import connect
             from kaudit_elk.cluster.retention import parse_age
             from kaudit_elk.trail.doctor import DoctorOptions, doctor
             from kaudit_elk.trail import metrics
@@ -366,14 +325,10 @@ def register(app: typer.Typer) -> None:
                 data_age, detect_age = parse_age(max_data_age), parse_age(max_detect_age)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-            settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config, namespace=namespace)
             started = _time.time()
-            engine = connect(settings)
-            try:
-                report = doctor(engine, DoctorOptions(settings.namespace, data_age, detect_age, verify_since,
+            with conn.engine() as engine:
+                report = doctor(engine, DoctorOptions(conn.settings.namespace, data_age, detect_age, verify_since,
                                                       repository or None, dead_letter=dead_letter or None))
-            finally:
-                engine.close()
             if prometheus_textfile:
                 labelled = [("check_ok", {"check": c.name}, 1.0 if c.status != "fail" else 0.0) for c in report.checks]
                 labelled += [("cluster_last_event_age_seconds", {"cluster": k}, v) for k, v in report.cluster_ages.items()]
@@ -392,6 +347,4 @@ def register(app: typer.Typer) -> None:
                 console.info(f"{len(report.failed)} check(s) failed" if report.failed else "all checks passed")
             return EXIT_FINDINGS if report.failed else 0
 
-        code = run(console, body)
-        if code:
-            raise typer.Exit(code)
+        run_exit(console, body)

@@ -10,27 +10,20 @@ from typing import Annotated, Optional
 import typer
 
 from kaudit_elk.base.errors import ConfigError
-from kaudit_elk.cli.console import Console, run
-from kaudit_elk.cli.main import (
-    ApiKeyOpt, CaOpt, ConfigOpt, NamespaceOpt, PasswordOpt, QuietOpt, UrlOpt, UserOpt, VerifyOpt, settings_from,
-)
+from kaudit_elk.cli.console import Console, run_exit
+from kaudit_elk.cli.connection import NO_FLAGS, Connection, connection_options
+from kaudit_elk.cli.main import QuietOpt
 from kaudit_elk.cli.rules import DisableOpt, ExcOpt, NoPackOpt, RulesDirOpt, SevOpt, Severity, load_pack
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @connection_options()
     def tune(
         paths: Annotated[Optional[list[str]], typer.Argument(help="History: audit log files the pack is run on")] = None,
         from_: Annotated[Optional[str], typer.Option("--from", help="History from the cluster's alerts index since (ISO8601 or now-14d)")] = None,
         to: Annotated[Optional[str], typer.Option("--to", help="End of the cluster history (default now)")] = None,
-        url: UrlOpt = None,
-        username: UserOpt = None,
-        password: PasswordOpt = None,
-        api_key: ApiKeyOpt = None,
-        ca_certs: CaOpt = None,
-        verify_certs: VerifyOpt = None,
-        config: ConfigOpt = None,
-        namespace: NamespaceOpt = None,
+        conn: Connection = NO_FLAGS,
         rules_dir: RulesDirOpt = [],  # noqa: B006
         disable: DisableOpt = [],  # noqa: B006
         severity_override: SevOpt = [],  # noqa: B006
@@ -62,17 +55,14 @@ def register(app: typer.Typer) -> None:
                 alerts = alerts_from_files(list(paths), pack, min_severity.value, on_error=console.warn)
                 source = ", ".join(paths)
             else:
-                from kaudit_elk.cluster.engine import connect
                 from kaudit_elk.detect.tune import alerts_from_engine
 
                 now = datetime.now(timezone.utc)
                 start = parse_time(from_, "--from", now)  # type: ignore[arg-type]
                 end = parse_time(to, "--to", now) if to else now
-                settings = settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
-                                         namespace=namespace)
-                engine = connect(settings)
-                alerts = list(alerts_from_engine(engine, settings.namespace, start, end, min_severity.value))
-                source = f"kaudit-alerts-{settings.namespace} {from_}..{to or 'now'}"
+                with conn.engine() as engine:
+                    alerts = list(alerts_from_engine(engine, conn.settings.namespace, start, end, min_severity.value))
+                source = f"kaudit-alerts-{conn.settings.namespace} {from_}..{to or 'now'}"
             proposals = propose(alerts, pack, min_count=min_count, min_days=min_days)
             times = [alert_time(a) for a in alerts]
             text = render(proposals, total_alerts=len(alerts), span=(min(times), max(times)) if times else None,
@@ -93,6 +83,4 @@ def register(app: typer.Typer) -> None:
                          + (f"; written to {out}" if out else ""))
             return 0
 
-        code = run(console, body)
-        if code:
-            raise typer.Exit(code)
+        run_exit(console, body)

@@ -1,13 +1,15 @@
 """CLI: ``kaudit-elk dashboards export|import`` and ``kaudit-elk report``. Thin calls into dashboards/report."""
 
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
+from kaudit_elk.cli.connection import NO_FLAGS, Connection, connection_options
 from kaudit_elk.cli.console import Console, run
 from kaudit_elk.base.errors import ConfigError, InputError
 
@@ -58,58 +60,6 @@ def _write(console: Console, text: str, out: Path | None) -> None:
     console.info(f"wrote {out}")
 
 
-def describe_inputs(paths: list[str]) -> list[str]:
-    """Input files as shown in the report: all of them when few, else a count and their common folder."""
-    import os
-
-    if len(paths) <= 5:
-        return list(paths)
-    try:
-        common = os.path.commonpath([os.path.abspath(p) for p in paths])
-    except ValueError:
-        common = ""
-    return [f"{len(paths)} files under {common}" if common else f"{len(paths)} files"]
-
-
-def _rule_pack() -> Any | None:
-    """The shipped rule pack, or None when it cannot be loaded (the report then says so)."""
-    try:
-        from kaudit_elk.rules.loader import default_pack_dir, load_rules
-
-        return load_rules([default_pack_dir()])
-    except Exception:  # noqa: BLE001 - the report works without rules
-        return None
-
-
-def _alerts_from_file(path: Path) -> list[dict[str, Any]]:
-    import orjson
-
-    alerts = []
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read alerts file {path}: {exc.strerror}") from None
-    for n, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                alerts.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise InputError(f"{path}:{n}: not a JSON alert: {exc}") from None
-    return alerts
-
-
-def _scan_alerts(paths: list[str], pack: Any, console: Console) -> list[dict[str, Any]]:
-    try:
-        from kaudit_elk.detect.scan import scan  # written alongside; optional until it lands
-    except ImportError:
-        console.warn("alerts not computed: kaudit_elk.detect.scan is not available; pass --alerts FILE")
-        return []
-    if pack is None:
-        console.warn("alerts not computed: the rule pack could not be loaded")
-        return []
-    return list(scan(paths, pack))
-
-
 def register(app: typer.Typer) -> None:
     """Add the ``dashboards`` sub-app and the ``report`` command to ``app``."""
     from kaudit_elk.cli import main as base
@@ -158,7 +108,6 @@ def register(app: typer.Typer) -> None:
             from kaudit_elk.views import dashboards
 
             from kaudit_elk.base import redact
-            from kaudit_elk.base.config import split_userinfo, validate_url
             from kaudit_elk.cli.console import warn_once
 
             targets = [(f, u, o) for f, u, o in (("kibana", kibana_url, "--kibana-url"),
@@ -171,16 +120,12 @@ def register(app: typer.Typer) -> None:
                           "impersonate the server and read the credentials; use --ca-certs instead")
             results = []
             for flavor, given, option in targets:
-                url, url_user, url_password = split_userinfo(given, option)  # credentials in the URL are used, never shown
-                validate_url(url, option)
-                redact.register(url_password)
-                user, secret = (url_user, url_password) if url_user or url_password else (username, password)
-                objects = dashboards.render(flavor, index_namespace=namespace)  # type: ignore[arg-type]
-                summary = dashboards.import_objects(
-                    url, flavor, objects, username=user, password=secret, api_key=api_key,  # type: ignore[arg-type]
-                    ca_certs=ca_certs, verify_certs=verify_certs, space=space, tenant=tenant)
-                results.append({"url": url, **summary})
-                console.info(f"{flavor} at {url}: imported {summary['imported']} of {summary['objects']} objects")
+                summary = dashboards.import_into(
+                    given, flavor, namespace=namespace, option=option, username=username,  # type: ignore[arg-type]
+                    password=password, api_key=api_key, ca_certs=ca_certs, verify_certs=verify_certs,
+                    space=space, tenant=tenant)
+                results.append(summary)
+                console.info(f"{flavor} at {summary['url']}: imported {summary['imported']} of {summary['objects']} objects")
             if output is base.OutputFormat.json:
                 console.json(results)
             else:
@@ -193,6 +138,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(dash, name="dashboards")
 
     @app.command("report")
+    @connection_options(namespace=False)
     def report_cmd(
         paths: Annotated[Optional[list[str]], typer.Argument(help="Audit log files (omit to read from the cluster at --url)")] = None,
         fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format")] = ReportFormat.html,
@@ -202,13 +148,7 @@ def register(app: typer.Typer) -> None:
         alerts_file: Annotated[Optional[Path], typer.Option("--alerts", help="Alerts NDJSON (e.g. from scan) instead of scanning")] = None,
         scan_files: Annotated[bool, typer.Option("--scan/--no-scan", help="Run the rule pack on the files for the alerts section")] = True,
         title: Annotated[str, typer.Option("--title", help="Report title")] = "Kubernetes audit report",
-        url: base.UrlOpt = None,
-        username: base.UserOpt = None,
-        password: base.PasswordOpt = None,
-        api_key: base.ApiKeyOpt = None,
-        ca_certs: base.CaOpt = None,
-        verify_certs: base.VerifyOpt = None,
-        config: base.ConfigOpt = None,
+        conn: Connection = NO_FLAGS,
         namespace: Annotated[Optional[str], typer.Option("--namespace", help="Data stream namespace (cluster mode)")] = None,
         max_events: Annotated[int, typer.Option("--max-events", help="Cluster mode: read at most this many events, the newest (the report says when it covers fewer than the period holds)")] = 100_000,
         quiet: base.QuietOpt = False,
@@ -220,40 +160,20 @@ def register(app: typer.Typer) -> None:
             from kaudit_elk.views import report
 
             start, end = parse_when(since), parse_when(until)
-            notes: list[str] = []
             if max_events < 1:
                 raise ConfigError(f"--max-events must be 1 or more, got {max_events}")
-            pack = _rule_pack()
-            rules = [(r.id, r.title, r.audit_level) for r in pack.rules] if pack is not None else []
-            alerts = _alerts_from_file(alerts_file) if alerts_file else None
+            alerts = report.alerts_from_file(alerts_file) if alerts_file else None
             if paths:
-                docs, skipped, unreadable = report.documents_from_files(paths)
-                if alerts is None:
-                    alerts = _scan_alerts(list(paths), pack, console) if scan_files else []
-                inputs = describe_inputs(list(paths))
-            else:
-                from kaudit_elk.cluster.engine import connect
+                from kaudit_elk.detect.scan import scan
 
-                settings = base.settings_from(url, username, password, api_key, ca_certs, verify_certs, config,
-                                              **({"namespace": namespace} if namespace else {}))
-                start = start or parse_when("now-7d")
-                engine = connect(settings, probe_capabilities=False)
-                try:
-                    index = f"logs-kubernetes.audit_logs-{settings.namespace}"
-                    docs = report.documents_from_engine(engine, index, start, end, limit=max_events)
-                    totals = report.aggregate_overview(engine, index, start, end)
-                    covers = report.coverage_note(len(docs), totals["events"], docs)
-                    if covers:
-                        console.warn(covers)
-                        notes.append(covers)
-                    if alerts is None:
-                        alerts = report.documents_from_engine(engine, f"kaudit-alerts-{settings.namespace}", start, end)
-                finally:
-                    engine.close()
-                skipped = unreadable = 0
-                inputs = [f"{settings.url} {index}"]
-            data = report.compute(docs, alerts or [], start=start, end=end, rules=rules, inputs=inputs,
-                                  skipped=skipped, unreadable=unreadable, title=title, notes=notes)
+                data = report.from_files(list(paths), start=start, end=end, alerts=alerts,
+                                         scan=scan if scan_files else None, title=title, warn=console.warn)
+            else:
+                cluster = replace(conn, namespace=namespace or None)
+                with cluster.engine(probe_capabilities=False) as engine:
+                    data = report.from_engine(engine, cluster.settings.namespace, start=start or parse_when("now-7d"),
+                                              end=end, alerts=alerts, max_events=max_events, title=title,
+                                              warn=console.warn)
             _write(console, report.render(data, fmt.value), out)
 
         run(console, body)

@@ -12,11 +12,13 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from kaudit_elk import __version__
+from kaudit_elk.base.errors import ConfigError, KauditError
+from kaudit_elk.cluster import roles
 from kaudit_elk.cluster.engine import Engine
-from kaudit_elk.base.errors import KauditError
+from kaudit_elk.cluster.roles import RoleDefinition
 from kaudit_elk.cluster.templates import MANAGED_BY, BootstrapOptions, DesiredObject, Names, desired_objects
 
 Action = Literal["create", "update", "unchanged", "conflict"]
@@ -187,9 +189,10 @@ def installed_version(engine: Engine, namespace: str) -> dict[str, Any] | None:
 
 def bootstrap(engine: Engine, options: BootstrapOptions, *, force: bool = False, dry_run: bool = False) -> Plan:
     """Install (or with ``dry_run`` only plan) kaudit-elk's content for one namespace; the library form of
-    ``kaudit-elk bootstrap`` without roles and dashboards. A plain index squatting on the stream's name is
-    refused with the repair steps (:class:`kaudit_elk.cluster.namespace.NotBootstrapped`); a data stream made
-    from another template is rolled over onto kaudit-elk's template."""
+    ``kaudit-elk bootstrap`` without roles and dashboards (:func:`install` adds the roles). A plain index
+    squatting on the stream's name is refused with the repair steps
+    (:class:`kaudit_elk.cluster.namespace.NotBootstrapped`); a data stream made from another template is
+    rolled over onto kaudit-elk's template. After a real run ``plan.changes`` are the objects installed."""
     from kaudit_elk.cluster.namespace import NotBootstrapped, squatter
 
     names = Names(options.namespace)
@@ -198,9 +201,56 @@ def bootstrap(engine: Engine, options: BootstrapOptions, *, force: bool = False,
         raise NotBootstrapped(squatting.explain(names))
     the_plan = build_plan(engine, options, force=force)
     if squatting is not None:
-        the_plan.notes.append(squatting.explain(names))
+        the_plan.notes.append(f"{squatting.explain(names)}; "
+                              + ("bootstrap would roll it over onto kaudit-elk's template" if dry_run
+                                 else "rolled over onto kaudit-elk's template (older backing indices keep "
+                                      "their mappings)"))
     if not dry_run:
         apply(engine, the_plan, options)
         if squatting is not None:
             engine.request("POST", f"/{names.stream}/_rollover")
     return the_plan
+
+
+@dataclass
+class Installation:
+    """What :func:`install` did or, with ``dry_run``, would do."""
+
+    dry_run: bool
+    plan: Plan | None  # None with roles_only
+    roles: list[RoleDefinition]  # this namespace's kaudit roles on this flavor
+    roles_applied: list[tuple[str, str]] = field(default_factory=list)  # (role name, created | updated)
+    api_keys: list[tuple[str, str]] = field(default_factory=list)  # (role name, encoded id:key)
+
+
+def install(
+    engine: Engine,
+    options: BootstrapOptions,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    create_roles: bool = False,
+    api_key_roles: Sequence[str] = (),
+    api_key_expiration: str | None = None,
+    roles_only: bool = False,
+) -> Installation:
+    """``kaudit-elk bootstrap`` as a call: the least-privilege roles (``create_roles``), the content
+    (:func:`bootstrap`) and API keys limited to one kaudit role each (``api_key_roles``, Elasticsearch),
+    in that order. ``roles_only`` does only the roles and keys (a security admin's step). Dashboards are
+    :func:`kaudit_elk.views.dashboards.import_into`."""
+    unknown = [r for r in api_key_roles if r not in roles.ROLES]
+    if unknown:
+        raise ConfigError(f"--create-api-key: unknown role {unknown[0]!r}; one of {', '.join(roles.ROLES)}")
+    if roles_only and not (create_roles or api_key_roles):
+        raise ConfigError("--roles-only needs --create-roles or --create-api-key")
+    definitions = roles.role_definitions(engine.flavor, options.namespace)
+    result = Installation(dry_run=dry_run, plan=None, roles=definitions)
+    if create_roles and not dry_run:
+        result.roles_applied = roles.apply_roles(engine, definitions)
+    if not roles_only:
+        result.plan = bootstrap(engine, options, force=force, dry_run=dry_run)
+    if not dry_run:
+        by_role = {d.role: d for d in definitions}
+        result.api_keys = [(by_role[r].name, roles.create_api_key(engine, by_role[r], api_key_expiration))
+                           for r in api_key_roles]
+    return result

@@ -795,3 +795,37 @@ def import_objects(
     except ValueError:
         raise EngineError(f"{base}: the import endpoint did not return JSON; is this a {flavor} URL?") from None
     return import_summary(flavor, objects, response)
+
+
+def import_into(
+    url: str,
+    flavor: Flavor,
+    *,
+    namespace: str = "kaudit",
+    option: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    api_key: str | None = None,
+    ca_certs: str | None = None,
+    verify_certs: bool = True,
+    space: str | None = None,
+    tenant: str | None = None,
+) -> dict[str, Any]:
+    """Render the saved objects for ``namespace`` and import them into the UI at ``url``; the summary gets ``url``.
+
+    Credentials in the URL (``https://user:pass@kibana:5601``) take the place of ``username``/``password``
+    and are never shown; ``option`` names the flag or setting the URL came from in errors.
+    """
+    from kaudit_elk.base import redact
+    from kaudit_elk.base.config import split_userinfo, validate_url
+
+    option = option or ("--kibana-url" if flavor == "kibana" else "--dashboards-url")
+    target, url_user, url_password = split_userinfo(url, option)
+    validate_url(target, option)
+    redact.register(url_password)
+    if url_user or url_password:
+        username, password = url_user, url_password
+    objects = render(flavor, index_namespace=namespace)
+    summary = import_objects(target, flavor, objects, username=username, password=password, api_key=api_key,
+                             ca_certs=ca_certs, verify_certs=verify_certs, space=space, tenant=tenant)
+    return {"url": target, **summary}

@@ -15,10 +15,11 @@ import dataclasses
 import html
 import json
 import math
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 from kaudit_elk.rules.response import notes_for
 
@@ -717,3 +718,111 @@ def render_markdown(d: ReportData) -> str:
     if d.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in d.notes] + [""]
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- the report as one call
+
+def describe_inputs(paths: Sequence[str]) -> list[str]:
+    """Input files as shown in the report: all of them when few, else a count and their common folder."""
+    import os
+
+    if len(paths) <= 5:
+        return list(paths)
+    try:
+        common = os.path.commonpath([os.path.abspath(p) for p in paths])
+    except ValueError:
+        common = ""
+    return [f"{len(paths)} files under {common}" if common else f"{len(paths)} files"]
+
+
+def alerts_from_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Alerts from an NDJSON file (``scan`` output); a bad line is an error naming file and line."""
+    import orjson
+
+    from kaudit_elk.base.errors import InputError
+
+    alerts = []
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read alerts file {path}: {exc.strerror}") from None
+    for n, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                alerts.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise InputError(f"{path}:{n}: not a JSON alert: {exc}") from None
+    return alerts
+
+
+def _shipped_pack() -> Any | None:
+    """The shipped rule pack, or None when it cannot be loaded (the report then says so)."""
+    try:
+        from kaudit_elk.rules.loader import default_pack_dir, load_rules
+
+        return load_rules([default_pack_dir()])
+    except Exception:  # noqa: BLE001 - the report works without rules
+        return None
+
+
+def _rules_of(pack: Any | None) -> list[tuple[str, str, str | None]]:
+    return [(r.id, r.title, r.audit_level) for r in pack.rules] if pack is not None else []
+
+
+def from_files(
+    paths: Sequence[str],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    alerts: Iterable[Mapping[str, Any]] | None = None,
+    scan: Callable[[list[str], Any], Iterable[Mapping[str, Any]]] | None = None,
+    title: str = "Kubernetes audit report",
+    warn: Callable[[str], None] | None = None,
+) -> ReportData:
+    """``kaudit-elk report FILES``: normalize the files; the alerts are ``alerts`` or, when None, what
+    ``scan(paths, pack)`` finds with the shipped pack (``kaudit_elk.detect.scan.scan``; None: no alerts
+    section). ``warn`` hears why alerts were not computed."""
+    pack = _shipped_pack()
+    docs, skipped, unreadable = documents_from_files(paths)
+    if alerts is None:
+        alerts = []
+        if scan is not None and pack is None:
+            (warn or (lambda _m: None))("alerts not computed: the rule pack could not be loaded")
+        elif scan is not None:
+            alerts = list(scan(list(paths), pack))
+    return compute(docs, alerts, start=start, end=end, rules=_rules_of(pack), inputs=describe_inputs(paths),
+                   skipped=skipped, unreadable=unreadable, title=title)
+
+
+def from_engine(
+    engine: Any,
+    namespace: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    alerts: Iterable[Mapping[str, Any]] | None = None,
+    max_events: int = 100_000,
+    title: str = "Kubernetes audit report",
+    warn: Callable[[str], None] | None = None,
+) -> ReportData:
+    """``kaudit-elk report`` on the cluster: the newest ``max_events`` events of [start, end) of the
+    namespace's stream and, unless ``alerts`` are given, its stored alerts. When the period holds more
+    events than were read the report says so in its notes (and ``warn`` hears it)."""
+    from kaudit_elk.base.errors import ConfigError
+
+    if max_events < 1:
+        raise ConfigError(f"--max-events must be 1 or more, got {max_events}")
+    index = f"logs-kubernetes.audit_logs-{namespace}"
+    docs = documents_from_engine(engine, index, start, end, limit=max_events)
+    totals = aggregate_overview(engine, index, start, end)
+    notes: list[str] = []
+    covers = coverage_note(len(docs), totals["events"], docs)
+    if covers:
+        (warn or (lambda _m: None))(covers)
+        notes.append(covers)
+    if alerts is None:
+        alerts = documents_from_engine(engine, f"kaudit-alerts-{namespace}", start, end)
+    url = getattr(getattr(engine, "settings", None), "url", "")
+    return compute(docs, alerts, start=start, end=end, rules=_rules_of(_shipped_pack()),
+                   inputs=[f"{url} {index}".strip()], title=title, notes=notes)
