@@ -49,20 +49,34 @@ def register(app: typer.Typer) -> None:
             if min_count < 1 or min_days < 1:
                 raise ConfigError("--min-count and --min-days must be at least 1")
             pack = load_pack(rules_dir, disable, severity_override, exceptions, no_default_rules)
+            zero = ""  # cluster history: why there is no alert to tune on (the index exists / detect found none)
             if paths:
                 from kaudit_elk.detect.tune import alerts_from_files
 
                 alerts = alerts_from_files(list(paths), pack, min_severity.value, on_error=console.warn)
                 source = ", ".join(paths)
             else:
+                from kaudit_elk.cluster.namespace import require_alerts_index
+                from kaudit_elk.cluster.templates import Names
                 from kaudit_elk.detect.tune import alerts_from_engine
 
                 now = datetime.now(timezone.utc)
                 start = parse_time(from_, "--from", now)  # type: ignore[arg-type]
                 end = parse_time(to, "--to", now) if to else now
                 with conn.engine() as engine:
-                    alerts = list(alerts_from_engine(engine, conn.settings.namespace, start, end, min_severity.value))
-                source = f"kaudit-alerts-{conn.settings.namespace} {from_}..{to or 'now'}"
+                    namespace = conn.settings.namespace
+                    index = Names(namespace).alerts_index
+                    if require_alerts_index(engine, namespace):  # none: exit 2 unless detect ran and found nothing
+                        alerts = list(alerts_from_engine(engine, namespace, start, end, min_severity.value))
+                        if not alerts:
+                            held = engine.request("POST", f"/{index}/_count", {"query": {"match_all": {}}})["count"]
+                            zero = (f"{index} holds {held:,} alert(s), none at or above {min_severity.value} from "
+                                    f"{start.isoformat()} to {end.isoformat()}")
+                    else:
+                        alerts = []
+                        zero = (f"detect has run for namespace {namespace} and never stored an alert "
+                                f"({index} does not exist yet)")
+                source = f"{index} {from_}..{to or 'now'}"
             proposals = propose(alerts, pack, min_count=min_count, min_days=min_days)
             times = [alert_time(a) for a in alerts]
             text = render(proposals, total_alerts=len(alerts), span=(min(times), max(times)) if times else None,
@@ -78,9 +92,10 @@ def register(app: typer.Typer) -> None:
                     console.warn(p.warning if allow_high else p.warning.replace(
                         "Left commented out; enable it only if you are sure.", "Written commented out."))
             quiet_ids = silenced(proposals, allow_high)
-            console.info(f"tune: {len(alerts)} alert(s) in history, {len(proposals)} proposal(s); applied, the active "
-                         f"ones would have silenced {len(quiet_ids)} of them"
-                         + (f"; written to {out}" if out else ""))
+            summary = (f"tune: 0 alert(s): {zero}; nothing to tune" if zero and not alerts else
+                       f"tune: {len(alerts)} alert(s) in history, {len(proposals)} proposal(s); applied, the active "
+                       f"ones would have silenced {len(quiet_ids)} of them")
+            console.info(summary + (f"; written to {out}" if out else ""))
             return 0
 
         run_exit(console, body)

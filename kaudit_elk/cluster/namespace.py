@@ -122,3 +122,98 @@ def require_bootstrapped(engine: Engine, namespace: str) -> None:
     raise NotBootstrapped(
         f"namespace {namespace!r} was never bootstrapped on this cluster (no index template {names.audit_template}); "
         f"{hint}: writing now would create {names.stream} with dynamic mappings that lose events")
+
+
+# ---- readers: report, tune --from ----------------------------------------------------------------
+class NothingStored(KauditError):
+    """A reader asked for what this cluster does not hold (no audit stream, no alerts index): exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def _exists(engine: Engine, index: str) -> bool:
+    """Whether ``index`` (a data stream, index or alias) exists; searches, so a reader may ask."""
+    return engine.request("POST", f"/{index}/_search", {"size": 0, "track_total_hits": False},
+                          ignore=(404,)) is not None
+
+
+def bootstrapped(engine: Engine, namespace: str) -> bool | None:
+    """True/False: kaudit-elk's template or bootstrap's state document is (not) there; None: may not look."""
+    names = Names(namespace)
+    template = _template_owned(engine, names)
+    if template:
+        return True
+    state = _state_recorded(engine, names)
+    if state:
+        return True
+    return None if template is None and state is None else False
+
+
+def _others(engine: Engine, path: str, key: str, prefix: str) -> list[str]:
+    """Namespaces that do hold something here (a hint for a mistyped --namespace); [] when not allowed."""
+    try:
+        body = engine.request("GET", path, ignore=(404,)) or {}
+    except EngineRequestError:
+        return []
+    names = [item.get("name", "") for item in body.get(key, [])] if key else list(body)
+    return sorted(n[len(prefix):] for n in names if n.startswith(prefix) and not n.startswith("."))
+
+
+def _hint_others(found: list[str], what: str) -> str:
+    if not found:
+        return ""
+    shown = ", ".join(found[:10]) + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+    return f" (namespaces with {what} on this cluster: {shown})"
+
+
+def _never(engine: Engine, namespace: str, what: str) -> str:
+    stream = Names(namespace).stream
+    others = _others(engine, f"/_data_stream/{stream[: -len(namespace)]}*", "data_streams", stream[: -len(namespace)])
+    return (f"namespace {namespace!r} was never bootstrapped on this cluster, so it holds no {what}"
+            f"{_hint_others(others, 'audit streams')}; check --namespace, or run "
+            f"`kaudit-elk bootstrap --namespace {namespace}` and send it events")
+
+
+def require_stream(engine: Engine, namespace: str) -> None:
+    """Raise :class:`NothingStored` (exit 2) unless the namespace's audit stream exists (``report``)."""
+    stream = Names(namespace).stream
+    if _exists(engine, stream):
+        return
+    state = bootstrapped(engine, namespace)
+    if state is False:
+        raise NothingStored(f"cannot report: {_never(engine, namespace, 'audit events')}")
+    why = "was bootstrapped but" if state else "(bootstrapped or not: this user may not tell)"
+    raise NothingStored(
+        f"cannot report: {stream} does not exist: namespace {namespace!r} {why} no audit event was ever stored "
+        f"in it; send events with `kaudit-elk ingest --namespace {namespace} FILE` or `kaudit-elk serve "
+        f"--namespace {namespace}` (or check --namespace)")
+
+
+def detect_has_run(engine: Engine, namespace: str) -> bool:
+    """Whether ``detect`` ever completed a run for the namespace (it saves its positions in the state index)."""
+    try:
+        body = engine.request("POST", f"/{Names(namespace).state_index}/_search",
+                              {"size": 0, "track_total_hits": 1, "query": {"term": {"kind": "rule"}}}, ignore=(404,))
+    except EngineRequestError as exc:
+        if exc.status in _DENIED:
+            return False
+        raise
+    total = ((body or {}).get("hits") or {}).get("total") or 0
+    return bool(total.get("value", 0) if isinstance(total, dict) else total)
+
+
+def require_alerts_index(engine: Engine, namespace: str) -> bool:
+    """For ``tune --from``: True when the alerts index exists; False when ``detect`` has run and never raised
+    an alert (a real zero); :class:`NothingStored` (exit 2) when there is no alerts index to read."""
+    names = Names(namespace)
+    if _exists(engine, names.alerts_index):
+        return True
+    if detect_has_run(engine, namespace):
+        return False
+    if bootstrapped(engine, namespace) is False:
+        raise NothingStored(f"no alerts index {names.alerts_index}: {_never(engine, namespace, 'alerts')}")
+    others = _others(engine, "/kaudit-alerts-*/_alias", "", "kaudit-alerts-")
+    raise NothingStored(
+        f"no alerts index {names.alerts_index}: detect has never run for namespace {namespace!r}, so there is no "
+        f"alert history to tune on{_hint_others(others, 'alerts')}; schedule `kaudit-elk detect --namespace "
+        f"{namespace}` (or check --namespace), or tune on audit log files instead (`kaudit-elk tune FILE...`)")

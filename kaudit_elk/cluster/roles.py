@@ -73,8 +73,9 @@ def _es_body(role: str, names: Names) -> dict[str, Any]:
         indices = [{"names": audit, "privileges": ["create_doc", "auto_configure", "view_index_metadata", "read",
                                                    "maintenance"]},
                    {"names": p["state"], "privileges": ["read"]},
-                   # the integrity chain: append links (never overwrite), create the index on first use
-                   {"names": p["integrity"], "privileges": ["create_doc", "create_index"]}]
+                   # the integrity chain: append links (never overwrite), create the index on first use,
+                   # refresh it at the end of `ingest --refresh`
+                   {"names": p["integrity"], "privileges": ["create_doc", "create_index", "maintenance"]}]
     elif role == "detector":
         indices = [{"names": audit, "privileges": ["read", "view_index_metadata"]},
                    {"names": p["integrity"], "privileges": ["read", "view_index_metadata"]},
@@ -110,9 +111,9 @@ def _os_body(role: str, names: Names) -> dict[str, Any]:
                  {"index_patterns": p["state"], "allowed_actions": ["indices:data/read/get"]},
                  {"index_patterns": p["integrity"], "allowed_actions": [  # the integrity chain's links
                      # PUT _create runs as a shard bulk (bulk[s]); the item action (index) is checked as well,
-                     # so update and delete stay refused
+                     # so update and delete stay refused; refresh at the end of `ingest --refresh`
                      "indices:data/write/index", "indices:data/write/bulk*", "indices:admin/create",
-                     "indices:admin/mapping/put"]}]
+                     "indices:admin/mapping/put", "indices:admin/refresh*"]}]
     elif role == "detector":
         cluster = _OS_CLUSTER_BASE + ["indices:data/write/bulk", "indices:data/read/point_in_time/delete",
                                       "indices:data/read/search"]

@@ -38,6 +38,7 @@ from aiohttp import web
 
 from kaudit_elk.base.errors import ConfigError
 from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.cluster.namespace import NotBootstrapped
 from kaudit_elk.ingest.metrics import CONTENT_TYPE, ServeMetrics
 from kaudit_elk.ingest.shipper import ShipOptions, Shipper, spool_payload
 from kaudit_elk.ingest.spool import Spool, SpoolError, SpoolFull, SpoolLimits, SpoolWriter
@@ -71,6 +72,7 @@ class ServeOptions:
     request_timeout: float = 60.0  # longest time to receive one whole body
     idle_timeout: float = 120.0  # an idle keep-alive connection is closed after this (> Go's 90 s)
     shutdown_grace: float = 25.0  # SIGTERM: seconds in-flight requests get to finish
+    startup_check: float = 15.0  # seconds start-up waits for the engine's word on the namespace (then listens)
     ship: ShipOptions = ShipOptions()
     ship_enabled: bool = True
 
@@ -341,8 +343,10 @@ class Receiver:
         body: dict[str, Any] = {"ready": full is None, "spool": self._spool_info(), "shipping": shipping}
         if full is not None:
             body["error"] = str(full)
-        if shipping["state"] in ("engine_unreachable", "engine_auth", "dead_letter_unwritable"):
-            body["note"] = f"shipping waits ({shipping['state'].replace('_', ' ')}); batches are still acknowledged into the spool"
+        if shipping["state"] in ("engine_unreachable", "engine_auth", "not_bootstrapped", "dead_letter_unwritable"):
+            why = f": {shipping['detail']}" if shipping["state"] == "not_bootstrapped" else ""
+            body["note"] = (f"shipping waits ({shipping['state'].replace('_', ' ')}){why}; batches are still "
+                            "acknowledged into the spool")
         return _answer(200 if full is None else 503, body)
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
@@ -472,7 +476,32 @@ class Receiver:
         return app
 
     async def start(self, sock: socket.socket | None = None) -> int:
-        """Listen (on ``sock`` when given) and start shipping; returns the bound port."""
+        """Start shipping and listen (on ``sock`` when given); returns the bound port.
+
+        Refuses (:class:`NotBootstrapped`, exit 2) before listening when the engine answers within
+        ``startup_check`` seconds that the namespace was never bootstrapped; an engine that cannot
+        be reached does not stop the start (shipping waits and says why).
+        """
+        o = self.options
+        if o.ship_enabled:
+            self.shipper.start()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + o.startup_check
+            while not self.shipper.checked.is_set() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if self.shipper.state == "not_bootstrapped":
+                detail = self.shipper.detail
+                await loop.run_in_executor(None, self._stop_threads)
+                self.spool.close()
+                raise NotBootstrapped(detail)
+        try:
+            return await self._listen(sock)
+        except BaseException:
+            if o.ship_enabled:
+                await asyncio.get_running_loop().run_in_executor(None, self._stop_threads)
+            raise
+
+    async def _listen(self, sock: socket.socket | None) -> int:
         o = self.options
         self.runner = web.AppRunner(self.app(), handle_signals=False, access_log=None,
                                     keepalive_timeout=o.idle_timeout, shutdown_timeout=o.shutdown_grace,
@@ -491,8 +520,6 @@ class Receiver:
             self.server = await loop.create_server(lambda: _Guard(self, factory()), o.host, o.port,
                                                    reuse_address=True, **kwargs)
         self.port = self.server.sockets[0].getsockname()[1]
-        if o.ship_enabled:
-            self.shipper.start()
         return self.port
 
     async def stop(self) -> ShutdownReport:

@@ -12,6 +12,12 @@ the spool cursor move past it: an acknowledged batch is eventually indexed or de
 When the engine is unreachable, or refuses our credentials (401/403), nothing is dead-lettered:
 the shipper keeps the batch, says why it waits (``state``, the log, ``/readyz``, metrics) and
 tries again with backoff, while the receiver keeps acknowledging into the spool.
+
+Before its first write on a connection the shipper checks that the namespace was bootstrapped
+(:func:`kaudit_elk.cluster.namespace.require_bootstrapped`, as ``ingest`` does): writing to one
+that was not would create the stream with dynamic mappings that lose events. Until it is, the
+state is ``not_bootstrapped`` (the detail says which ``bootstrap`` to run) and nothing is sent;
+``serve`` refuses to start when this is the verdict at start-up (:attr:`Shipper.checked`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import orjson
 
 from kaudit_elk.base.errors import EngineError
 from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.cluster.namespace import NotBootstrapped, require_bootstrapped
 from kaudit_elk.events.envelopes import EnvelopeError, decode
 from kaudit_elk.events.sources import Record
 from kaudit_elk.ingest.bulk import EngineAuthError, Ingester, IngestOptions, _Batch, _Item
@@ -39,7 +46,7 @@ from kaudit_elk.ingest.spool import Position, Spool, SpoolRecord
 
 log = logging.getLogger("kaudit_elk.serve")
 
-WAITING = frozenset({"engine_unreachable", "engine_auth", "dead_letter_unwritable", "error"})
+WAITING = frozenset({"engine_unreachable", "engine_auth", "not_bootstrapped", "dead_letter_unwritable", "error"})
 _AUTH_TEXT = re.compile(r"HTTP 40[13]\b|authentication failed|permission denied|security_exception")
 
 
@@ -110,6 +117,7 @@ class Shipper:
         self.state = "starting"
         self.detail = ""
         self.engine_label = ""
+        self.checked = threading.Event()  # set after the first connection attempt and namespace check
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kaudit-shipper", daemon=True)
@@ -157,6 +165,8 @@ class Shipper:
                 try:
                     if self.ingester is None:
                         engine = self.connect()
+                        self._check_namespace(engine)
+                        self.checked.set()
                         self.ingester = Ingester(_TimedEngine(engine, self.metrics),  # type: ignore[arg-type]
                                                  replace(self.ingest_options, writer="serve"))
                         self.engine_label = engine.info.label
@@ -186,6 +196,7 @@ class Shipper:
                     in_flight.clear()
                     read_at = None
                     self._failed(exc)
+                    self.checked.set()
                     self._pause(delay)
                     delay = min(delay * 2, self.options.backoff_max)
             # stopping: commit what has already been delivered, in order
@@ -199,6 +210,7 @@ class Shipper:
             log.exception("shipper stopped with batches not committed; they ship at the next start")
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            self.checked.set()
             self._set("stopped")
 
     def _settle(self, entry: tuple[Future[None], Position, int]) -> None:
@@ -209,8 +221,21 @@ class Shipper:
         self.spool.commit(end, count)
         self._set("shipping")
 
+    def _check_namespace(self, engine: Engine) -> None:
+        """Raise NotBootstrapped (the engine connection closed) unless the namespace was bootstrapped."""
+        try:
+            require_bootstrapped(engine, self.ingest_options.namespace)
+        except BaseException:
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001 - closing a connection we are giving up on
+                pass
+            raise
+
     def _failed(self, exc: BaseException) -> None:
-        if isinstance(exc, EngineError):
+        if isinstance(exc, NotBootstrapped):  # nothing is written until bootstrap has run; checked again
+            self._set("not_bootstrapped", str(exc))
+        elif isinstance(exc, EngineError):
             if is_auth_failure(exc):
                 self._set("engine_auth", f"the engine refused the credentials: {exc}")
             else:

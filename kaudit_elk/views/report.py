@@ -808,11 +808,17 @@ def from_engine(
 ) -> ReportData:
     """``kaudit-elk report`` on the cluster: the newest ``max_events`` events of [start, end) of the
     namespace's stream and, unless ``alerts`` are given, its stored alerts. When the period holds more
-    events than were read the report says so in its notes (and ``warn`` hears it)."""
+    events than were read the report says so in its notes (and ``warn`` hears it).
+
+    A namespace with no stream (never bootstrapped, or nothing ever stored) raises
+    :class:`kaudit_elk.cluster.namespace.NothingStored` (exit 2) instead of making an empty report.
+    """
     from kaudit_elk.base.errors import ConfigError
+    from kaudit_elk.cluster.namespace import detect_has_run, require_stream
 
     if max_events < 1:
         raise ConfigError(f"--max-events must be 1 or more, got {max_events}")
+    require_stream(engine, namespace)
     index = f"logs-kubernetes.audit_logs-{namespace}"
     docs = documents_from_engine(engine, index, start, end, limit=max_events)
     totals = aggregate_overview(engine, index, start, end)
@@ -823,6 +829,11 @@ def from_engine(
         notes.append(covers)
     if alerts is None:
         alerts = documents_from_engine(engine, f"kaudit-alerts-{namespace}", start, end)
+        if not alerts and not detect_has_run(engine, namespace):
+            never = (f"detect has never run for namespace {namespace}: the alerts section is empty because no rule "
+                     "was run, not because none matched (schedule kaudit-elk detect, or give --alerts)")
+            (warn or (lambda _m: None))(never)
+            notes.append(never)
     url = getattr(getattr(engine, "settings", None), "url", "")
     return compute(docs, alerts, start=start, end=end, rules=_rules_of(_shipped_pack()),
                    inputs=[f"{url} {index}".strip()], title=title, notes=notes)

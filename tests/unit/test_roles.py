@@ -25,7 +25,8 @@ def test_es_writer_appends_only() -> None:
     by_names = {tuple(b["names"]): set(b["privileges"]) for b in writer["indices"]}
     assert set(by_names) == {("logs-kubernetes.audit_logs-prod",), ("kaudit-state-prod",), ("kaudit-integrity-prod",)}
     assert by_names[("kaudit-state-prod",)] == {"read"}
-    assert by_names[("kaudit-integrity-prod",)] == {"create_doc", "create_index"}  # the chain's links: append only
+    # the chain's links: append only; maintenance = refresh at the end of `ingest --refresh`
+    assert by_names[("kaudit-integrity-prod",)] == {"create_doc", "create_index", "maintenance"}
 
 
 def test_os_writer_cannot_update_or_delete() -> None:
@@ -89,3 +90,4 @@ def test_missing_privilege_named_from_opensearch_text() -> None:
 
 def test_other_errors_are_not_privilege_errors() -> None:
     assert missing_privilege("index_not_found_exception: no such index [x]") is None
+
