@@ -48,7 +48,7 @@ def measure(days: float, seed: int, nodes: int, rules_dirs: list[str] | None = N
     attack_ids = {e["auditID"] for e in attacks}
     runner = Runner(pack)
     if warmup_days > 0:  # history before the measured days: new-terms rules learn, nothing is counted
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
         from bench.corpus.generate import DEFAULT_START, benign_events
         start = datetime.fromisoformat(DEFAULT_START.replace("Z", "+00:00")) - timedelta(days=warmup_days)
         for ev in benign_events(warmup_days, seed + 1000, nodes, start=start.strftime("%Y-%m-%dT%H:%M:%SZ")):
@@ -143,8 +143,8 @@ def measure(days: float, seed: int, nodes: int, rules_dirs: list[str] | None = N
 
 
 def markdown(m: dict) -> str:
-    out = [f"| benign requests | days | medium+ false alerts | per 10k requests | per day | any-severity false alerts "
-           f"per 10k | attack steps | detected | recall |",
+    out = ["| benign requests | days | medium+ false alerts | per 10k requests | per day | any-severity false alerts "
+           "per 10k | attack steps | detected | recall |",
            "|---|---|---|---|---|---|---|---|---|",
            f"| {m['benign_requests']:,} | {m['days']:g} | {m['false_medium_plus']} | {m['false_medium_plus_per_10k']} | "
            f"{m['false_medium_plus_per_day']} | {m['false_any_per_10k']} | {m['steps']} | {m['steps_detected']} | "

@@ -11,7 +11,6 @@ Each run writes into a fresh data stream with the same templates. Target: >= 0.8
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import uuid

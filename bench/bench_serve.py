@@ -45,7 +45,7 @@ from bench_ingest import make_events  # noqa: E402
 from kaudit_elk.base.config import Settings  # noqa: E402
 from kaudit_elk.cluster.bootstrap import apply, build_plan  # noqa: E402
 from kaudit_elk.cluster.engine import connect  # noqa: E402
-from kaudit_elk.cluster.templates import BootstrapOptions, Names  # noqa: E402
+from kaudit_elk.cluster.templates import BootstrapOptions  # noqa: E402
 from kaudit_elk.ingest.bulk import IngestOptions, ingest  # noqa: E402
 
 TOKEN = "bench-" + uuid.uuid4().hex

@@ -8,11 +8,10 @@ token refresh at 80 % of an hour, Flux's 10-minute reconciliation, Argo CD's 3-m
 
 from __future__ import annotations
 
-import base64
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from . import cluster as C
 from .events import Emitter, Identity, service_account
@@ -227,7 +226,7 @@ def act_leases(sim: Sim, em: Emitter, t0: float, t1: float, r: random.Random) ->
         for t in periodic(t0, t1, 4.0, 0.7):
             em.request(t, who, "get", "leases", group="coordination.k8s.io", ns="kube-system", name=name,
                        ip=C.CP_IPS[2])
-    for i, ip in enumerate(C.CP_IPS):
+    for i in range(len(C.CP_IPS)):
         name = f"apiserver-{C.stable_uid('apiserver', str(i))[:26].replace('-', '')}"
         for t in periodic(t0, t1, 10.0, i * 3.1):
             em.request(t, APISERVER, "update", "leases", group="coordination.k8s.io", ns="kube-system", name=name,

@@ -3,12 +3,11 @@ user agent and request shapes (see each function's docstring for the component i
 
 from __future__ import annotations
 
-import base64
 import random
 from typing import Any
 
 from . import cluster as C
-from .benign import (HOUR, Pod, Sim, business_factor, create_pod_by_controller, delete_pod, kcm_sa, owner_ref,
+from .benign import (Pod, Sim, business_factor, create_pod_by_controller, delete_pod, kcm_sa, owner_ref,
                      periodic, poisson)
 from .events import Emitter, Identity
 

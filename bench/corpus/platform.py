@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from . import cluster as C
-from .benign import (HOUR, Pod, Sim, create_pod_by_controller, delete_pod, kcm_sa, kubelet, owner_ref, periodic,
+from .benign import (HOUR, Pod, Sim, create_pod_by_controller, kcm_sa, kubelet, owner_ref, periodic,
                      poisson)
 from .events import Emitter, Identity
 from .operators import _secret_manifest
@@ -233,7 +233,7 @@ def act_cluster_services(sim: Sim, em: Emitter, t0: float, t1: float, r: random.
     for t in poisson(r, t0, t1, 1.0):
         w = r.choice(apps)
         job = f"scan-vulnerabilityreport-{C.suffix(r, 10).lower()}"
-        for s in (w.env_from_secret,) if w.env_from_secret and r.random() < 0.3 else ():
+        for _s in (w.env_from_secret,) if w.env_from_secret and r.random() < 0.3 else ():
             em.request(t, tv, "get", "serviceaccounts", ns=w.ns, name=w.sa)
         em.request(t + 0.2, tv, "create", "secrets", ns="trivy-system", body=_secret_manifest("trivy-system", f"{job}-regcred"))
         tmpl = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "trivy-operator"}},

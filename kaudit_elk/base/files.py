@@ -25,7 +25,7 @@ def open_private(path: str | os.PathLike[str], mode: str = "ab") -> BinaryIO:
         flags = (flags & ~os.O_WRONLY) | os.O_RDWR
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, flags, PRIVATE)
-    return os.fdopen(fd, mode)
+    return os.fdopen(fd, mode)  # type: ignore[return-value]  # binary modes only: a BufferedWriter
 
 
 def write_private(path: str | os.PathLike[str], data: bytes) -> None:

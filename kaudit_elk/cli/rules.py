@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from kaudit_elk.cli.console import Console, run
 from kaudit_elk.base.errors import EXIT_ALERTS, EXIT_USAGE, ConfigError, ContentError
+
+if TYPE_CHECKING:
+    from kaudit_elk.rules.incidents import IncidentOptions
+    from kaudit_elk.rules.loader import RulePack
 
 
 class TableOrJson(str, Enum):
@@ -39,7 +43,7 @@ GapOpt = Annotated[str, typer.Option("--incident-gap", help="Quiet time after wh
 SpanOpt = Annotated[str, typer.Option("--incident-max-span", help="Longest an incident stays open from its first alert")]
 
 
-def incident_options(gap: str, max_span: str):
+def incident_options(gap: str, max_span: str) -> IncidentOptions:
     """IncidentOptions from the --incident-gap/--incident-max-span durations."""
     from kaudit_elk.cli.detect import parse_duration
     from kaudit_elk.rules.incidents import IncidentOptions
@@ -58,7 +62,7 @@ def incident_row(doc: dict[str, Any]) -> str:
 
 
 def load_pack(rules_dir: list[Path] | None = None, disable: list[str] | None = None,
-              severity_override: list[str] | None = None, exceptions: Path | None = None, no_default: bool = False):
+              severity_override: list[str] | None = None, exceptions: Path | None = None, no_default: bool = False) -> RulePack:
     """The shipped pack plus user folders and tuning, as one RulePack."""
     from kaudit_elk.rules.loader import default_pack_dir, load_rules, load_tuning
 
@@ -242,7 +246,7 @@ def register(app: typer.Typer) -> None:
 
         def body() -> None:
             pack = load_pack(rules_dir, disable, severity_override, exceptions, no_default_rules)
-            rows = [{"id": r.id, "name": r.name, "title": r.title, "level": r.level, "kind": r.kind,
+            rows: list[dict[str, Any]] = [{"id": r.id, "name": r.name, "title": r.title, "level": r.level, "kind": r.kind,
                      "attack": r.attack, "audit_level": r.audit_level, "catalogue": r.catalogue,
                      "alerts": r.generate, "path": r.path} for r in pack.rules]
             if fmt is TableOrJson.json:

@@ -107,7 +107,8 @@ def parse_info(body: dict[str, Any]) -> EngineInfo:
     try:
         core = text.split("-")[0]
         parts = tuple(int(p) for p in core.split("."))
-        triple = (parts + (0, 0, 0))[:3]
+        padded = parts + (0, 0, 0)
+        triple = (padded[0], padded[1], padded[2])
     except ValueError:
         raise EngineError(f"cannot parse engine version {text!r}") from None
     if flavor == "elasticsearch" and triple[0] == 7 and body.get("tagline", "").startswith("The OpenSearch"):
@@ -231,7 +232,7 @@ def probe(settings: Settings) -> EngineInfo:
     if status != 200:
         raise EngineError(f"{settings.url}: neither GET / nor GET /_nodes/_local answered (HTTP {status})")
     body = _json(settings, path, raw)
-    node = next(iter((body.get("nodes") or {}).values()), {})
+    node: dict[str, Any] = next(iter((body.get("nodes") or {}).values()), {})
     version: dict[str, Any] = {"number": node.get("version", "")}
     if headers.get("x-elastic-product") != "Elasticsearch":
         version["distribution"] = "opensearch"
@@ -314,7 +315,7 @@ class Engine:
     def bulk(self, payload: bytes | str, refresh: bool = False) -> dict[str, Any]:
         """POST an NDJSON ``_bulk`` body; returns the parsed response."""
         params = {"refresh": "true"} if refresh else None
-        return self.request("POST", "/_bulk", body=payload, params=params, ndjson=True)
+        return dict(self.request("POST", "/_bulk", body=payload, params=params, ndjson=True))
 
     def refresh(self, index: str) -> None:
         self.request("POST", f"/{index}/_refresh", ignore=(404,))

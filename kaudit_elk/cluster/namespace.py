@@ -48,7 +48,8 @@ class Squatter:
 
 def _mappings(engine: Engine, stream: str) -> dict[str, Any] | None:
     try:
-        return engine.request("GET", f"/{stream}/_mapping", ignore=(404,))
+        body: dict[str, Any] | None = engine.request("GET", f"/{stream}/_mapping", ignore=(404,))
+        return body
     except EngineRequestError as exc:
         if exc.status in _DENIED:
             return None

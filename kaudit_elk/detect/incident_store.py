@@ -142,7 +142,7 @@ def _write(engine: "Engine", names: Names, docs: list[Incident]) -> None:
         return
     result = engine.bulk(b"\n".join(lines) + b"\n", refresh=True)
     if result.get("errors"):
-        bad = next((i for i in result.get("items", []) if i.get("index", {}).get("error")), {})
+        bad: dict[str, Any] = next((i for i in result.get("items", []) if i.get("index", {}).get("error")), {})
         raise KauditError(f"could not store incidents in {names.incidents_index}: {bad.get('index', {}).get('error')}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from typing import TYPE_CHECKING
 
@@ -105,7 +105,7 @@ def scan(
                 yield alert
 
 
-def scan_events(events: Sequence[dict], rules: RulePack, min_severity: str = "informational") -> list[Alert]:
+def scan_events(events: Sequence[dict[str, Any]], rules: RulePack, min_severity: str = "informational") -> list[Alert]:
     """Alerts for in-memory raw events (tests and library use)."""
     floor = severity_rank(min_severity)
     return [a for a in Runner(rules).run(events) if severity_rank(a["kaudit"]["alert"]["severity"]) >= floor]

@@ -99,7 +99,7 @@ class Checkpoint:
         known = FileId(entry["dev"], entry["ino"], entry["head"], entry["head_len"])
         if not same_file(fd, known) or st.st_size < entry["offset"]:
             return 0  # inode reused by another file, or the file was truncated
-        return entry["offset"]
+        return int(entry["offset"])
 
     def offsets(self) -> dict[tuple[int, int], int]:
         """Recorded offsets by (device, inode) (for reports and tests)."""

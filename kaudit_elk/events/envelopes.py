@@ -44,14 +44,14 @@ class EnvelopeError(ValueError):
     """A JSON value that is neither an audit Event nor a known envelope of Events."""
 
 
-def decode(obj: Any) -> list[dict]:
+def decode(obj: Any) -> list[dict[str, Any]]:
     """Return the audit Events held by one parsed JSON value (raise EnvelopeError if none apply)."""
     if type(obj) is dict and obj.get("kind") == "Event":  # fast path: a native Event, as apiservers write it
         api = obj.get("apiVersion")
         if api is None or (type(api) is str and api.startswith("audit.k8s.io/")):
             return [obj]
     if isinstance(obj, list):
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         for item in obj:
             out.extend(decode(item))
         return out
@@ -85,7 +85,7 @@ def decode(obj: Any) -> list[dict]:
 _MESSAGE_KEYS = ("message", "@message")
 
 
-def _shape(obj: dict) -> str:
+def _shape(obj: dict[str, Any]) -> str:
     """Which reader an object goes to: "eventlist", "event", "gke", "aks", "records", "cloudwatch",
     the key of an EKS export's event ("message" or "@message"), or "unknown"."""
     kind = obj.get("kind")
@@ -113,14 +113,14 @@ def _kind_of(value: Any) -> str:
     )
 
 
-def _list(obj: dict, key: str) -> list:
+def _list(obj: dict[str, Any], key: str) -> list[Any]:
     value = obj.get(key)
     if not isinstance(value, list):
         raise EnvelopeError(f"{key!r} must be an array, got {_kind_of(value)}")
     return value
 
 
-def _native(obj: Any) -> dict:
+def _native(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise EnvelopeError(f"not an audit event: expected an object, got {_kind_of(obj)}")
     kind = obj.get("kind", "Event")
@@ -132,11 +132,11 @@ def _native(obj: Any) -> dict:
     return obj
 
 
-def _facts(envelope: dict) -> dict:
+def _facts(envelope: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in envelope.items() if v not in (None, "")}
 
 
-def _with_envelope(event: dict, envelope: dict) -> dict:
+def _with_envelope(event: dict[str, Any], envelope: dict[str, Any]) -> dict[str, Any]:
     return {**event, ENVELOPE_KEY: _facts(envelope)}
 
 
@@ -170,7 +170,7 @@ def _parse_json_text(text: str | bytes, where: str) -> Any:
 
 
 # ---- Azure (AKS diagnostic settings) --------------------------------------------------------
-def _aks(rec: dict) -> dict:
+def _aks(rec: dict[str, Any]) -> dict[str, Any]:
     props = rec.get("properties")
     log = props.get("log") if isinstance(props, dict) else None
     if log is None:
@@ -182,7 +182,7 @@ def _aks(rec: dict) -> dict:
     return _with_envelope(_native(log), _aks_envelope(rec))
 
 
-def _aks_envelope(rec: dict) -> dict:
+def _aks_envelope(rec: dict[str, Any]) -> dict[str, Any]:
     resource_id = rec.get("resourceId")
     return {
         "format": "aks",
@@ -210,14 +210,14 @@ def _eks_cluster(log_group: Any) -> str | None:
     return None
 
 
-def _eks_export(obj: dict, key: str) -> list[dict]:
+def _eks_export(obj: dict[str, Any], key: str) -> list[dict[str, Any]]:
     message = obj[key]
     inner = message if isinstance(message, dict) else _parse_json_text(message, f"CloudWatch {key}")
     envelope = _eks_envelope(obj)
     return [_with_envelope(ev, envelope) for ev in decode(inner)]
 
 
-def _eks_envelope(obj: dict) -> dict:
+def _eks_envelope(obj: dict[str, Any]) -> dict[str, Any]:
     log_group = obj.get("logGroup") or obj.get("@logGroup") or obj.get("log_group")
     return {
         "format": "eks",
@@ -228,7 +228,7 @@ def _eks_envelope(obj: dict) -> dict:
     }
 
 
-def _cloudwatch_subscription(obj: dict) -> list[dict]:
+def _cloudwatch_subscription(obj: dict[str, Any]) -> list[dict[str, Any]]:
     if obj.get("messageType") == "CONTROL_MESSAGE":
         return []
     envelope = {
@@ -249,7 +249,7 @@ def _cloudwatch_subscription(obj: dict) -> list[dict]:
 
 
 # ---- Google (GKE Cloud Audit Logs) ----------------------------------------------------------
-def _gke(entry: dict) -> dict:
+def _gke(entry: dict[str, Any]) -> dict[str, Any]:
     proto = entry.get("protoPayload")
     if not isinstance(proto, dict):
         raise EnvelopeError("protoPayload must be an object")
@@ -307,7 +307,7 @@ def _gke(entry: dict) -> dict:
     return _with_envelope(event, envelope)
 
 
-def _gke_method(method: str) -> tuple[str, dict | None]:
+def _gke_method(method: str) -> tuple[str, dict[str, Any] | None]:
     """``io.k8s.core.v1.pods.exec.create`` -> ("create", objectRef guess); ``io.k8s.readyz`` -> ("get", None)."""
     parts = method[len("io.k8s."):].split(".")
     if len(parts) == 1:
@@ -322,7 +322,7 @@ def _gke_method(method: str) -> tuple[str, dict | None]:
     return verb, None
 
 
-def _gke_resource_name(name: Any) -> dict | None:
+def _gke_resource_name(name: Any) -> dict[str, Any] | None:
     """``core/v1/namespaces/ns/pods/p/exec`` -> objectRef; None for non-resource paths like ``readyz``."""
     if not isinstance(name, str):
         return None

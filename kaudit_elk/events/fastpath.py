@@ -16,7 +16,7 @@ to the native path with the envelope's facts.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Union
 
 import orjson
 
@@ -26,7 +26,7 @@ from kaudit_elk.events.normalize import NormalizeOptions
 
 #: ``line(text, ingested, envelope)`` -> None (use Python) | () (stage filtered out) |
 #: (doc_id or None, @timestamp, document bytes)
-LineResult = Union[None, tuple]
+LineResult = Union[None, tuple[Any, ...]]
 LineNormalizer = Callable[..., LineResult]
 
 try:  # pragma: no cover - depends on the installation
@@ -79,7 +79,8 @@ def line_normalizer(options: NormalizeOptions) -> LineNormalizer | None:
         )
     except (TypeError, ValueError):  # a module built for another release of this package: never use it
         return None
-    return normalizer.line
+    line: LineNormalizer = normalizer.line
+    return line
 
 
 def enveloped(line: LineNormalizer, text: bytes, ingested: str | None = None) -> LineResult:

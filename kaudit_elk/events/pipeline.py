@@ -52,7 +52,7 @@ def painless(name: str) -> str:
 
 
 def _params(cluster: str, namespace: str) -> dict[str, Any]:
-    type_names = {str: "str", dict: "dict", list: "list"}
+    type_names: dict[type, str] = {str: "str", dict: "dict", list: "list"}
     return {
         "tmp": _TMP,
         "cluster": cluster,
@@ -89,7 +89,7 @@ def _copy_failure(source: str, target: str, flavor: str) -> list[dict[str, Any]]
     return [{"set": {"field": target, "copy_from": source, "ignore_empty_value": True}}]
 
 
-def build_pipeline(flavor: str, *, cluster: str = "default", namespace: str = fs.DEFAULT_NAMESPACE) -> dict:
+def build_pipeline(flavor: str, *, cluster: str = "default", namespace: str = fs.DEFAULT_NAMESPACE) -> dict[str, Any]:
     """Return the ingest pipeline body (for ``PUT _ingest/pipeline/<id>``) for ``flavor``: documents of the
     stream of ``namespace`` (``data_stream.*`` is set, overriding what a shipper sent)."""
     if flavor not in FLAVORS:

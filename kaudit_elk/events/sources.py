@@ -51,7 +51,7 @@ class Record:
     source: str  # file path, or "-" for stdin
     line: int  # 1-based line number where the record starts
     raw: bytes  # the raw line / document bytes (for dead letters)
-    event: dict | None  # decoded audit Event in the raw k8s schema, None on error
+    event: dict[str, Any] | None  # decoded audit Event in the raw k8s schema, None on error
     error: str | None  # why it could not be decoded
     offset: int = 0  # byte offset just after this record's line (resume point)
     prepared: Any = None  # what ``prepare`` made of the line (then ``event`` is None)
@@ -144,7 +144,7 @@ def _dead_letter_raw(entry: Any) -> bytes | None:
     if not isinstance(entry, dict) or not _DEAD_LETTER_KEYS <= entry.keys() or "kind" in entry:
         return None
     if isinstance(entry.get("raw"), str):
-        return entry["raw"].encode("utf-8")
+        return str(entry["raw"]).encode("utf-8")
     if isinstance(entry.get("raw_base64"), str):
         try:
             return base64.b64decode(entry["raw_base64"], validate=True)

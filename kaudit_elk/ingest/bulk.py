@@ -30,7 +30,7 @@ import orjson
 
 from kaudit_elk.events import fastpath
 from kaudit_elk.cluster.engine import Engine, EngineRequestError
-from kaudit_elk.base.errors import EngineError, InputError
+from kaudit_elk.base.errors import EngineError
 from kaudit_elk.events.normalize import NormalizeError, NormalizeOptions, doc_id, normalize
 from kaudit_elk.base.files import open_private
 from kaudit_elk.events.checkpoint import Checkpoint, FileId
@@ -206,7 +206,7 @@ class Ingester:
                 timespec="milliseconds").replace("+00:00", "Z")
         return self._now_text
 
-    def prepare(self, text: bytes) -> tuple | None:
+    def prepare(self, text: bytes) -> tuple[Any, ...] | None:
         """Native fast path for one line (see :mod:`kaudit_elk.events.fastpath`): () when the stage is
         filtered out, (doc_id, @timestamp, document bytes), or None to decode it in Python."""
         if self.native is None:

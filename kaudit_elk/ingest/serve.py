@@ -40,8 +40,8 @@ from kaudit_elk.base.errors import ConfigError
 from kaudit_elk.cluster.engine import Engine
 from kaudit_elk.cluster.namespace import NotBootstrapped
 from kaudit_elk.ingest.metrics import CONTENT_TYPE, ServeMetrics
-from kaudit_elk.ingest.shipper import ShipOptions, Shipper, spool_payload
-from kaudit_elk.ingest.spool import Spool, SpoolError, SpoolFull, SpoolLimits, SpoolWriter
+from kaudit_elk.ingest.shipper import ShipOptions, Shipper
+from kaudit_elk.ingest.spool import Spool, SpoolFull, SpoolLimits, SpoolWriter
 
 log = logging.getLogger("kaudit_elk.serve")
 

@@ -29,7 +29,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import orjson
 
@@ -106,7 +106,7 @@ def encode_record(payload: bytes, received_at: float) -> bytes:
     return record_header(payload, received_at) + payload
 
 
-def _write_all(fd: int, buffers: list) -> None:
+def _write_all(fd: int, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
     """os.writev until everything is written (regular files rarely write short; handle it anyway)."""
     views = [memoryview(b) for b in buffers]
     while views:
@@ -298,11 +298,11 @@ class Spool:
         return count
 
     def _received_at(self, pos: Position) -> float | None:
-        pos = self._normalise(pos)
-        if pos is None:
+        at = self._normalise(pos)
+        if at is None:
             return None
-        with open(self._path(pos.segment), "rb") as fh:
-            fh.seek(pos.offset)
+        with open(self._path(at.segment), "rb") as fh:
+            fh.seek(at.offset)
             head = decode_header(fh.read(HEADER_BYTES))
         return None if isinstance(head, str) else head[2]
 

@@ -9,10 +9,12 @@ Modules are imported lazily by callers; importing this package has no side effec
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["load_rules", "validate", "Runner", "run_pack_tests"]
 
 
-def __getattr__(name: str):  # lazy re-exports keep `import kaudit_elk.rules` cheap
+def __getattr__(name: str) -> Any:  # lazy re-exports keep `import kaudit_elk.rules` cheap
     if name in ("load_rules", "validate"):
         from kaudit_elk.rules import loader
 

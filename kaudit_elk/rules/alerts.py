@@ -61,7 +61,7 @@ def alert_id(rule_id: str, audit_ids: Sequence[str], group: Mapping[str, Any] | 
 
 
 def _rule_fields(rule: "PackRule") -> dict[str, Any]:
-    fields = {
+    fields: dict[str, Any] = {
         "id": rule.id,
         "name": rule.title,
         "level": rule.level,

@@ -87,7 +87,7 @@ def _grants(body: Any) -> list[str]:
         lists = [rule.get(k) for k in ("apiGroups", "resources", "verbs")]
         if not all(isinstance(x, list) for x in lists):
             continue
-        groups, resources, verbs = ([str(v) for v in x if isinstance(v, str)] for x in lists)
+        groups, resources, verbs = ([str(v) for v in x if isinstance(v, str)] for x in lists if isinstance(x, list))
         out += [f"{g}|{r}|{v}" for g in groups for r in resources for v in verbs]
         if len(out) > 10_000:
             break

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -229,9 +229,10 @@ def summarize(iid: str, alerts: Sequence[Mapping[str, Any]], options: IncidentOp
         rule = a.get("rule") or {}
         sev = str(a["kaudit"]["alert"].get("severity") or rule.get("level") or "medium").lower()
         tags = list(a.get("tags") or [])
-        r = rules.get(rule.get("id"))
+        rid = str(rule.get("id"))
+        r = rules.get(rid)
         if r is None:
-            r = rules[rule.get("id")] = {"id": rule.get("id"), "name": rule.get("name") or rule.get("title"),
+            r = rules[rid] = {"id": rule.get("id"), "name": rule.get("name") or rule.get("title"),
                                          "severity": sev, "count": 0, "first": t, "last": t,
                                          "tactics": tactics_of(tags),
                                          "techniques": sorted({str(x).split(".", 1)[1].upper() for x in tags

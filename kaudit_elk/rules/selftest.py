@@ -62,7 +62,7 @@ def _mini_pack(pack: RulePack, rule: PackRule, placeholders: Mapping[str, Sequen
     target.generate = True
     if rule.kind != "correlation" and placeholders != pack.placeholders:
         target.predicate = compile_rule(rule.sigma, placeholders)  # type: ignore[arg-type]
-    return RulePack(rules=members + [target], placeholders=dict(placeholders))
+    return RulePack(rules=members + [target], placeholders={k: list(v) for k, v in placeholders.items()})
 
 
 def run_rule_tests(pack: RulePack, rule: PackRule) -> RuleTestResult:

@@ -17,7 +17,7 @@ def markdown_table(pack: RulePack, root: Path) -> str:
         try:
             rel = Path(r.path).resolve().relative_to(root)
         except ValueError:
-            rel = Path(r.path).name
+            rel = Path(Path(r.path).name)
         rows.append(f"| [{r.title}]({rel.as_posix()}) | {r.level} | {r.kind} | {', '.join(r.attack)} | "
                     f"{r.audit_level} | {', '.join(r.catalogue)} | `{r.id}` |")
     return "\n".join(rows)

@@ -146,8 +146,8 @@ def archive(engine: Engine, namespace: str, repository: str = DEFAULT_REPOSITORY
     if keep_days is not None:
         cutoff = (now or time.time()) - keep_days * 86400
         for s in list_snapshots(engine, repository, namespace):
-            hi = _epoch(s.max_ts)
-            if hi is not None and hi < cutoff:
+            newest = _epoch(s.max_ts)
+            if newest is not None and newest < cutoff:
                 if not dry_run:
                     engine.request("DELETE", f"/_snapshot/{repository}/{s.name}")
                 result.deleted.append(s.name)

@@ -65,7 +65,7 @@ def fetch(engine: Engine, namespace: str, since: str = "now-24h", until: str = "
         agg = ((body or {}).get("aggregations") or {}).get("c") or {}
         for b in agg.get("buckets", []):
             k = b["key"]
-            buckets.append(Bucket(*(str(k.get(name) or "") for name, _ in _KEYS), count=int(b["doc_count"])))
+            buckets.append(Bucket(*(str(k.get(name) or "") for name, _ in _KEYS), count=int(b["doc_count"])))  # type: ignore[misc, arg-type]  # the six key fields, then count
         after = agg.get("after_key")
         if not after or not agg.get("buckets"):
             break

@@ -13,7 +13,7 @@ warning (the apiserver falls back to lenient decoding); everything its validatio
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml

@@ -289,7 +289,8 @@ def validate(source: Source) -> None:
                 *(p.id for p in source.index_patterns.values())]:
         if not re.fullmatch(r"kaudit-[a-z0-9-]+", oid):
             raise ContentError(f"dashboards: id {oid!r} must look like kaudit-<lowercase-words>")
-    for obj in [*source.visualizations.values(), *source.searches.values()]:
+    saved: list[Visualization | SavedSearch] = [*source.visualizations.values(), *source.searches.values()]
+    for obj in saved:
         if obj.index not in source.index_patterns:
             raise ContentError(f"dashboards: {obj.id}: unknown index {obj.index!r}; known: {sorted(source.index_patterns)}")
     for vis in source.visualizations.values():
@@ -465,7 +466,7 @@ def _filter_json(f: Filter, ref_name: str) -> dict[str, Any]:
     return {"meta": meta, "query": query, "$state": {"store": "appState"}}
 
 
-def _search_source(query: str, filters: Sequence[Filter], pattern_id: str, extra: Mapping[str, Any] = {}) -> tuple[str, list[dict]]:
+def _search_source(query: str, filters: Sequence[Filter], pattern_id: str, extra: Mapping[str, Any] = {}) -> tuple[str, list[dict[str, Any]]]:
     refs = [{"name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern", "id": pattern_id}]
     fjson = []
     for i, f in enumerate(filters):
@@ -624,7 +625,7 @@ def _dashboard_object(d: Dashboard, flavor: Flavor) -> dict[str, Any]:
 # --------------------------------------------------------------------------- panel queries
 
 
-def _query_dsl(query: str, filters: Sequence[Filter], extra_filters: Sequence[dict] = ()) -> dict[str, Any]:
+def _query_dsl(query: str, filters: Sequence[Filter], extra_filters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The query part Kibana/OSD build for a Lucene query string plus phrase(s) filters."""
     must = [{"query_string": {"query": query, "analyze_wildcard": True}}] if query.strip() else [{"match_all": {}}]
     flt: list[dict[str, Any]] = list(extra_filters)

@@ -200,7 +200,7 @@ def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r.get("time") or "", reverse=True)
 
 
-def _top(counter: Counter, n: int = TOP_N) -> list[tuple[Any, int]]:
+def _top(counter: Counter[Any], n: int = TOP_N) -> list[tuple[Any, int]]:
     return sorted(counter.items(), key=lambda kv: (-kv[1], str(kv[0])))[:n]
 
 
@@ -237,7 +237,7 @@ def _rbac_detail(doc: Mapping[str, Any]) -> str:
 
 
 def _coverage(requests: Sequence[Mapping[str, Any]], rules: Sequence[tuple[str, str, str | None]],
-              levels: Counter, stages: Counter) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+              levels: Counter[Any], stages: Counter[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     def rank(doc: Mapping[str, Any]) -> int:
         return _LEVEL_RANK.get(_audit(doc, "level") or "", -1)
 
@@ -326,7 +326,7 @@ def compute(
 
     # events over time
     unit, step = timeline_unit(p_start, p_end) if p_start and p_end else ("day", timedelta(days=1))
-    buckets: dict[datetime, Counter] = defaultdict(Counter)
+    buckets: dict[datetime, Counter[Any]] = defaultdict(Counter)
     for d in reqs:
         ts = parse_time(d.get("@timestamp"))
         if ts:
@@ -339,7 +339,7 @@ def compute(
         first = min(buckets)
         periods = int((max(buckets) - first) / step) + 1
         per_column = math.ceil(periods / MAX_COLUMNS)
-        merged: dict[int, Counter] = defaultdict(Counter)
+        merged: dict[int, Counter[Any]] = defaultdict(Counter)
         for k, c in buckets.items():
             merged[int((k - first) / step) // per_column].update(c)
         for i in range(math.ceil(periods / per_column)):
@@ -350,7 +350,7 @@ def compute(
             unit = f"{per_column} {unit}s"
 
     # actors
-    users: dict[str, Counter] = defaultdict(Counter)
+    users: dict[str, Counter[Any]] = defaultdict(Counter)
     for d in reqs:
         u = get(d, "user.name") or "(unknown)"
         users[u]["requests"] += 1
@@ -372,7 +372,7 @@ def compute(
             continue
         alert_list.append(a)
     sev = Counter(str(get(a, "kaudit.alert.severity") or get(a, "rule.level") or "unknown").lower() for a in alert_list)
-    by_rule: Counter = Counter()
+    by_rule: Counter[Any] = Counter()
     rule_sev: dict[tuple[str, str], str] = {}
     for a in alert_list:
         key = (str(get(a, "rule.id") or ""), str(get(a, "rule.name") or get(a, "rule.id") or "(unnamed rule)"))

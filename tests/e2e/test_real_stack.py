@@ -33,7 +33,7 @@ from kaudit_elk.cluster.engine import Engine, connect
 from kaudit_elk.cluster.templates import Names
 from tests.e2e.cluster import Kube
 from tests.e2e.conftest import SecuredEngine, secured_engine
-from tests.e2e.workload import BENIGN_USERS, TECHNIQUES, Attack, benign, rule_ids_by_uuid
+from tests.e2e.workload import BENIGN_USERS, Attack, benign, rule_ids_by_uuid
 
 pytestmark = pytest.mark.timeout(1200)
 

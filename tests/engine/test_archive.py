@@ -69,7 +69,6 @@ def test_archive_round_trip_and_a_tampered_period(engine: Engine, tmp_path: Path
 
 def test_rolled_over_backing_indices_are_write_once(engine: Engine, tmp_path: Path) -> None:
     namespace, _ = _setup(engine, tmp_path)
-    stream = Names(namespace).stream
     _ingest(engine, namespace, sorted(INPUTS.iterdir())[:3], tmp_path)
     plan = apply_retention(engine, namespace, retention_days=36500, rollover_age="0s")
     assert plan.rollover and len(plan.block) == 1

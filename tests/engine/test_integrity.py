@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import orjson
 import pytest
 
 from kaudit_elk.cluster.bootstrap import apply, build_plan

@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.skipif(os.environ.get("KAUDIT_FAULT_TESTS", "1") == "0
 
 def _engines(port: str, *args: str) -> None:
     env = dict(os.environ, KAUDIT_OPENSEARCH_VERSION="2.19.6", KAUDIT_OPENSEARCH_PORT=port)
-    for attempt in range(2):  # a loaded machine can take longer than the script waits for a start
+    for _attempt in range(2):  # a loaded machine can take longer than the script waits for a start
         out = subprocess.run([str(REPO / "scripts" / "engines"), *args], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, timeout=300)
         if out.returncode == 0:

@@ -192,7 +192,7 @@ def test_dry_run_diff_ignores_type_only_changes() -> None:
     changed = Observed({"template": {"settings": {"index.number_of_shards": "16", "hidden": "true"}}, "priority": 250})
     text = diff(Step("update", desired, changed))
     assert '-      "index.number_of_shards": "16"' in text and '+      "index.number_of_shards": 32' in text
-    assert "hidden" not in "".join(l for l in text.splitlines() if l.startswith(("-", "+")) and not l.startswith(("---", "+++")))
+    assert "hidden" not in "".join(ln for ln in text.splitlines() if ln.startswith(("-", "+")) and not ln.startswith(("---", "+++")))
 
 
 def test_rules_validate_reports_each_problem_once_with_its_line(tmp_path) -> None:

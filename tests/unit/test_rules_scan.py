@@ -6,7 +6,6 @@ import gzip
 import json
 from pathlib import Path
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -31,7 +30,7 @@ def _app() -> typer.Typer:
 
 
 def write_events(path: Path, events: list[dict], extra_lines: list[str] = ()) -> Path:
-    path.write_text("".join(json.dumps(e) + "\n" for e in events) + "".join(l + "\n" for l in extra_lines))
+    path.write_text("".join(json.dumps(e) + "\n" for e in events) + "".join(line + "\n" for line in extra_lines))
     return path
 
 
@@ -88,8 +87,8 @@ def test_cli_scan_sample_ndjson_and_fail_on():
     runner = CliRunner()
     res = runner.invoke(_app(), ["scan", "--format", "ndjson", "--min-severity", "high", "--quiet"])
     assert res.exit_code == 0, res.output
-    lines = [json.loads(l) for l in res.stdout.splitlines()]
-    assert lines and all(l["kaudit"]["alert"]["severity"] in ("high", "critical") for l in lines)
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert lines and all(a["kaudit"]["alert"]["severity"] in ("high", "critical") for a in lines)
     res = runner.invoke(_app(), ["scan", str(sample_path()), "--fail-on", "high", "-q"])
     assert res.exit_code == EXIT_ALERTS
 
@@ -99,7 +98,7 @@ def test_cli_scan_tuning_flags(tmp_path):
     rid = next(r.id for r in PACK.rules if r.title == "Privileged Container Created")
     runner = CliRunner()
     out = runner.invoke(_app(), ["scan", str(log), "--format", "ndjson", "--severity-override", f"{rid}=critical", "-q"])
-    sev = {json.loads(l)["rule"]["name"]: json.loads(l)["kaudit"]["alert"]["severity"] for l in out.stdout.splitlines()}
+    sev = {json.loads(line)["rule"]["name"]: json.loads(line)["kaudit"]["alert"]["severity"] for line in out.stdout.splitlines()}
     assert sev["Privileged Container Created"] == "critical"
     out = runner.invoke(_app(), ["scan", str(log), "--format", "ndjson", "--disable", rid, "-q"])
     assert "Privileged Container Created" not in out.stdout

@@ -84,7 +84,7 @@ def test_damaged_record_in_a_sealed_segment_is_skipped_and_the_rest_ships(tmp_pa
 
 def test_segments_roll_and_shipped_ones_are_deleted(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s", SpoolLimits(segment_bytes=200))
-    for i in range(10):
+    for _i in range(10):
         spool.append([b"x" * 100])
     assert len(list((tmp_path / "s").glob("segment-*"))) >= 5
     records, end = spool.read(spool.cursor, 1 << 20)
