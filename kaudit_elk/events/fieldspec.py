@@ -62,7 +62,7 @@ Decisions (written down because rules and dashboards depend on them):
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 ECS_VERSION: Final = "8.11.0"
 EVENT_DATASET: Final = "kubernetes.audit_logs"
@@ -336,3 +336,115 @@ KEYWORD_OBJECTS: Final = (
 
 #: Fields only set by the client (envelopes, options); the ingest pipeline does not produce them.
 CLIENT_ONLY_FIELDS: Final = ("cloud.provider", "kaudit.envelope.*", "event.original")
+
+
+# --------------------------------------------------------------------------- one example per typed field
+# Each typed ``kaudit.*`` field has a row here: an example record and the value the field must hold in
+# its document. tests/unit/test_spec_rows.py runs every row through the Python normalizer and the native
+# fast path, tests/engine/test_spec_rows_engine.py through the engine's ``_simulate`` with the server-side
+# pipeline (envelope rows excepted: envelopes are split client-side). A field without a row fails there.
+
+#: The audit Event an example fragment is merged over.
+EXAMPLE_BASE: Final[dict[str, Any]] = {
+    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse", "auditID": "spec-row",
+    "stage": "ResponseComplete", "verb": "create", "requestReceivedTimestamp": "2026-01-01T00:00:00.000001Z",
+    "stageTimestamp": "2026-01-01T00:00:00.5Z", "user": {"username": "alice"}, "sourceIPs": ["10.0.0.1"],
+}
+_POD: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "pods", "namespace": "d", "name": "p", "apiVersion": "v1"},
+    "requestObject": {"kind": "Pod", "spec": {
+        "hostNetwork": True, "hostPID": True, "hostIPC": True, "serviceAccountName": "builder",
+        "securityContext": {"runAsUser": 1000},
+        "volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}],
+        "containers": [{"name": "c", "image": "nginx:1.27", "ports": [{"containerPort": 22, "hostPort": 2222}],
+                        "securityContext": {"privileged": True, "allowPrivilegeEscalation": True, "runAsUser": 0,
+                                            "capabilities": {"add": ["NET_ADMIN"]}}}]}},
+}
+_ROLE: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "clusterroles", "name": "r", "apiGroup": "rbac.authorization.k8s.io"},
+    "requestObject": {"kind": "ClusterRole", "rules": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"], "resourceNames": ["db-password"]},
+        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]},
+}
+_BINDING: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "clusterrolebindings", "name": "b", "apiGroup": "rbac.authorization.k8s.io"},
+    "requestObject": {"kind": "ClusterRoleBinding", "subjects": [{"kind": "User", "name": "eve"}],
+                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}},
+}
+_SERVICE: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "services", "namespace": "d", "name": "s", "apiVersion": "v1"},
+    "requestObject": {"kind": "Service", "spec": {"type": "NodePort"}},
+}
+_EXEC: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "pods", "subresource": "exec", "namespace": "d", "name": "p", "apiVersion": "v1"},
+    "requestURI": "/api/v1/namespaces/d/pods/p/exec?command=cat&command=%2Fetc%2Fshadow&container=app&stdin=true",
+}
+_LONG_VALUE: Final[dict[str, Any]] = {  # one string leaf over max_value_bytes (8 KiB)
+    "objectRef": {"resource": "configmaps", "namespace": "d", "name": "cm", "apiVersion": "v1"},
+    "requestObject": {"kind": "ConfigMap", "data": {"k": "x" * 9000}},
+}
+_INNER_JSON: Final = ('{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"spec-env","stage":"ResponseComplete",'
+                      '"verb":"get","requestReceivedTimestamp":"2026-01-01T00:00:00.000001Z","user":{"username":"u"}}')
+_AKS: Final[dict[str, Any]] = {
+    "category": "kube-audit", "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+    "resourceId": "/SUBSCRIPTIONS/S/RESOURCEGROUPS/G/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/PROD-1",
+    "properties": {"log": _INNER_JSON},
+}
+_EKS: Final[dict[str, Any]] = {
+    "@timestamp": "2026-01-01 00:00:00.000", "@logStream": "kube-apiserver-audit-abc",
+    "@log": "123:/aws/eks/prod-2/cluster", "logGroup": "/aws/eks/prod-2/cluster", "@message": _INNER_JSON,
+}
+_GKE: Final[dict[str, Any]] = {
+    "insertId": "g-1", "timestamp": "2026-01-01T00:00:00.000001Z", "logName": "projects/p-1/logs/cloudaudit.googleapis.com%2Factivity",
+    "resource": {"type": "k8s_cluster", "labels": {"project_id": "p-1", "location": "europe-west1", "cluster_name": "c"}},
+    "protoPayload": {"@type": "type.googleapis.com/google.cloud.audit.AuditLog", "methodName": "io.k8s.core.v1.pods.get",
+                     "resourceName": "core/v1/namespaces/d/pods/p", "authenticationInfo": {"principalEmail": "u@example.com"}},
+}
+
+#: field -> (example record, the value the field must hold). An event fragment (merged over EXAMPLE_BASE)
+#: unless the record is an envelope (has no "kind"); envelope rows are client-side only.
+FIELD_EXAMPLES: Final[dict[str, tuple[dict[str, Any], Any]]] = {
+    "kaudit.pod.privileged": (_POD, True),
+    "kaudit.pod.allow_privilege_escalation": (_POD, True),
+    "kaudit.pod.host_network": (_POD, True),
+    "kaudit.pod.host_pid": (_POD, True),
+    "kaudit.pod.host_ipc": (_POD, True),
+    "kaudit.pod.host_path": (_POD, ["/var/run/docker.sock"]),
+    "kaudit.pod.host_ports": (_POD, [2222]),
+    "kaudit.pod.capabilities_add": (_POD, ["NET_ADMIN"]),
+    "kaudit.pod.images": (_POD, ["nginx:1.27"]),
+    "kaudit.pod.run_as_user": (_POD, [1000, 0]),  # the pod's, then each container's
+    "kaudit.pod.service_account": (_POD, "builder"),
+    "kaudit.rbac.verbs": (_ROLE, ["get", "list"]),  # union over rules, first seen first
+    "kaudit.rbac.resources": (_ROLE, ["secrets"]),
+    "kaudit.rbac.api_groups": (_ROLE, [""]),
+    "kaudit.rbac.resource_names": (_ROLE, ["db-password"]),
+    "kaudit.rbac.non_resource_urls": (_ROLE, ["/metrics"]),
+    "kaudit.rbac.role_ref.kind": (_BINDING, "ClusterRole"),
+    "kaudit.rbac.role_ref.name": (_BINDING, "cluster-admin"),
+    "kaudit.rbac.subjects.kind": (_BINDING, ["User"]),
+    "kaudit.rbac.subjects.name": (_BINDING, ["eve"]),
+    "kaudit.service.type": (_SERVICE, "NodePort"),
+    "kaudit.exec.command": (_EXEC, "cat /etc/shadow"),
+    "kaudit.exec.container": (_EXEC, "app"),
+    "kaudit.body.truncated": (_LONG_VALUE, True),
+    "kaudit.body.original_bytes": (_LONG_VALUE, 9036),  # {"kind":"ConfigMap","data":{"k":"x…"}} before the cut
+    "kaudit.envelope.format": (_AKS, "aks"),
+    "kaudit.envelope.resource_id": (_AKS, _AKS["resourceId"]),
+    "kaudit.envelope.category": (_AKS, "kube-audit"),
+    "kaudit.envelope.log_group": (_EKS, "/aws/eks/prod-2/cluster"),
+    "kaudit.envelope.log_stream": (_EKS, "kube-apiserver-audit-abc"),
+    "kaudit.envelope.project_id": (_GKE, "p-1"),
+    "kaudit.envelope.location": (_GKE, "europe-west1"),
+}
+
+
+def example_record(field_name: str) -> dict[str, Any]:
+    """The whole example record of a field's row: the event (fragment over EXAMPLE_BASE) or the envelope."""
+    record, _ = FIELD_EXAMPLES[field_name]
+    return dict(record) if is_envelope_example(field_name) else {**EXAMPLE_BASE, **record}
+
+
+def is_envelope_example(field_name: str) -> bool:
+    """Rows whose record is a provider envelope (split client-side: no server-side pipeline row)."""
+    return "objectRef" not in FIELD_EXAMPLES[field_name][0]
