@@ -9,7 +9,7 @@ fn main() {
     let text = std::fs::read(path).unwrap();
     let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     let cfg = normalize::Config {
-        cluster: "default".into(), stages: s(&["Panic", "ResponseComplete", "ResponseStarted"]), keep_original: false,
+        cluster: "default".into(), namespace: "kaudit".into(), stream_type: "logs".into(), stages: s(&["Panic", "ResponseComplete", "ResponseStarted"]), keep_original: false,
         max_body_bytes: 65536, max_value_bytes: 8192, ecs_version: "8.11.0".into(), module: "kubernetes".into(),
         dataset: "kubernetes.audit_logs".into(), envelope_key: "_kaudit_envelope".into(),
         event_markers: s(&["auditID", "verb", "requestURI", "stage", "level", "objectRef", "requestReceivedTimestamp"]),

@@ -70,6 +70,8 @@ impl<'a> V<'a> {
 const MAX_DEPTH: u32 = 251;
 
 /// Parse one JSON text (leading/trailing JSON whitespace allowed).
+/// `Err(())`: not JSON this reader accepts; the caller only declines the line (Python decides why).
+#[allow(clippy::result_unit_err)]
 pub fn parse(text: &[u8]) -> Result<V<'_>, ()> {
     let text = std::str::from_utf8(text).map_err(|_| ())?;
     let mut p = Reader { s: text.as_bytes(), t: text, i: 0, depth: 0, clean: true };

@@ -470,22 +470,21 @@ pub fn normalize(
     } else {
         ("api", vec![verb_type(verb)])
     };
-    let outcome: Option<&str>;
-    if decision == Some("forbid") {
+    let outcome: Option<&str> = if decision == Some("forbid") {
         types.push("denied");
-        outcome = Some("failure");
+        Some("failure")
     } else {
         if code == Some(401) || code == Some(403) {
             types.push("denied");
         } else if decision == Some("allow") {
             types.push("allowed");
         }
-        outcome = match code {
+        match code {
             Some(c) => Some(if c >= 400 { "failure" } else { "success" }),
             None if decision == Some("allow") => Some("success"),
             None => None,
-        };
-    }
+        }
+    };
     ev.push((Cow::Borrowed("category"), O::Arr(vec![O::S(Cow::Borrowed(category))])));
     ev.push((Cow::Borrowed("type"), O::Arr(types.into_iter().map(|t| O::S(Cow::Borrowed(t))).collect())));
     if let Some(o) = outcome {
@@ -684,7 +683,7 @@ pub fn normalize(
     // The id needs a non-empty auditID and a string (or absent) stage; otherwise it is a digest
     // of the whole event, which the Python path computes.
     let id = match event.get("auditID") {
-        Some(V::Str(a)) if !a.is_empty() && !(event.has("stage") && stage.is_none()) => {
+        Some(V::Str(a)) if !(a.is_empty() || (event.has("stage") && stage.is_none())) => {
             Some(doc_id(&cfg.cluster, a, stage.unwrap_or("")))
         }
         _ => None,
