@@ -56,7 +56,7 @@ def test_serve_refuses_to_start_on_a_namespace_never_bootstrapped(engine: Engine
     except subprocess.TimeoutExpired:
         proc.kill()
         _, stderr = proc.communicate()
-        raise AssertionError(f"serve kept running on a namespace that was never bootstrapped: {stderr[-2000:]}")
+        raise AssertionError(f"serve kept running on a namespace that was never bootstrapped: {stderr[-2000:]}") from None
     assert proc.returncode == 2, stderr
     assert f"kaudit-elk bootstrap --namespace {ns}" in stderr
     assert "receiving audit webhooks" not in stderr, "it must refuse before listening"
