@@ -46,6 +46,39 @@ class Notify(str, Enum):
     both = "both"
 
 
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class StepPrinter:
+    """Progress of a detect run on stderr: step, events read, matches, alerts, ETA. On a terminal one
+    line redrawn; otherwise (cron, logs) a line at most every 10 seconds, none for a one-step run."""
+
+    def __init__(self, console: Console, every: float = 10.0) -> None:
+        self.console, self.every = console, every
+        self.tty = getattr(console.err, "isatty", lambda: False)()
+        self._last = 0.0
+
+    def __call__(self, p: Any) -> None:
+        if self.console.quiet or (p.steps <= 1 and not self.tty):
+            return
+        now = time.monotonic()
+        final = p.step == p.steps
+        if not self.tty and not final and now - self._last < self.every:
+            return
+        self._last = now
+        rate = p.events / p.elapsed if p.elapsed > 0 else 0.0
+        eta = "" if final or p.eta is None else f", about {_duration(p.eta)} left"
+        line = (f"detect: step {p.step}/{p.steps} up to {p.window[1]:%Y-%m-%d %H:%M:%S}: {p.events:,} events "
+                f"({rate:,.0f}/s), {p.matched:,} matched, {p.new_alerts} new alert(s){eta}")
+        if self.tty:
+            self.console.err.write("\r" + line + ("\n" if final else "\x1b[K"))
+            self.console.err.flush()
+        else:
+            self.console.info(line)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     @connection_options()
@@ -63,7 +96,8 @@ def register(app: typer.Typer) -> None:
         initial_lookback: Annotated[str, typer.Option(help="Where a rule without state starts")] = "1h",
         since: Annotated[Optional[str], typer.Option(help="Backfill from (ISO8601 or now-7d); positions are not moved")] = None,
         until: Annotated[Optional[str], typer.Option(help="Backfill until (default: now - delay)")] = None,
-        min_severity: Annotated[Severity, typer.Option("--min-severity", help="Alerts below are not stored or sent")] = Severity.low,
+        min_severity: Annotated[Severity, typer.Option("--min-severity", help="Alerts below are stored but not sent to the outputs")] = Severity.medium,
+        store_severity: Annotated[Severity, typer.Option("--store-severity", help="Alerts below are not even stored")] = Severity.informational,
         webhook: Annotated[list[str], typer.Option("--webhook", help="POST new alerts as JSON to this URL (repeatable)")] = [],  # noqa: B006
         alertmanager: Annotated[list[str], typer.Option("--alertmanager", help="Alertmanager base URL (repeatable)")] = [],  # noqa: B006
         stdout: Annotated[bool, typer.Option("--stdout/--no-stdout", help="Print new alerts as NDJSON on stdout")] = True,
@@ -99,7 +133,7 @@ def register(app: typer.Typer) -> None:
                 initial_lookback=parse_duration(initial_lookback, "--initial-lookback"),
                 since=parse_time(since, "--since", now) if since else None,
                 until=parse_time(until, "--until", now) if until else None,
-                min_severity=min_severity.value,
+                min_severity=store_severity.value, notify_severity=min_severity.value,
             )
             if until and not since:
                 raise ConfigError("--until needs --since")
@@ -121,7 +155,7 @@ def register(app: typer.Typer) -> None:
             while True:
                 started = time.time()
                 try:
-                    result = run_detect(engine, pack, options, outputs, incidents=grouping,
+                    result = run_detect(engine, pack, options, outputs, progress=StepPrinter(console), incidents=grouping,
                                         baselines=BaselineOptions() if baselines else None)
                 except BaseException:
                     if prometheus_textfile:
@@ -143,7 +177,8 @@ def register(app: typer.Typer) -> None:
                     worst = max(worst, severity_rank(a["kaudit"]["alert"]["severity"]))
                 span = (f"{result.windows[0][0]:%Y-%m-%d %H:%M:%S} .. {result.windows[-1][1]:%Y-%m-%d %H:%M:%S} UTC "
                         f"in {len(result.windows)} step(s)") if result.windows else "nothing new to search"
-                console.info(f"detect: {len(pack.rules)} rules, {span}: {len(result.new_alerts)} new alert(s), "
+                console.info(f"detect: {len(pack.rules)} rules, {span}: {result.events:,} events, {result.matched:,} "
+                             f"matched, {len(result.new_alerts)} new alert(s) ({result.notified} sent), "
                              f"{result.known_alerts} already known, {result.renotified} re-sent, "
                              f"{len(result.incidents)} incident(s) new or escalated")
                 if not loop:

@@ -17,10 +17,13 @@ client-side checking).
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
+import orjson
 from sigma.conditions import ConditionFieldEqualsValueExpression
 from sigma.correlations import SigmaCorrelationRule
 
@@ -360,9 +363,13 @@ def _terms_agg_ok(rule: PackRule, compiled: CompiledRule) -> bool:
 
 
 def prime_new_terms(engine: "Engine", index: str, runner: Runner, compiled: Mapping[str, CompiledRule],
-                    start: float, keys: Mapping[tuple[str, ...], Mapping[str, str]], page_size: int = 1000) -> None:
-    """Fill each new-terms tracker with what the rule matched in [start - history, start)."""
+                    start: float, keys: Mapping[tuple[str, ...], Mapping[str, str]], page_size: int = 1000,
+                    only: set[str] | None = None) -> None:
+    """Fill each new-terms tracker (those in ``only`` when given) with what the rule matched in
+    [start - history, start)."""
     for rid, tracker in runner.new_terms.items():
+        if only is not None and rid not in only:
+            continue
         rule = tracker.rule
         c = compiled.get(rid)
         if c is None or c.query == MATCH_NONE or not rule.generate:
@@ -405,6 +412,20 @@ def prime_new_terms(engine: "Engine", index: str, runner: Runner, compiled: Mapp
 
 # --------------------------------------------------------------------------- the run
 
+#: Version of the saved state's layout (a different one is ignored: the safety net replays instead).
+STATE_VERSION = 1
+_RESULT_WINDOW = 10000  # index.max_result_window's default: the largest page without search_after
+#: Matching documents fetched per request (each slice of a window is one unsorted request; the
+#: client puts them in event-time order). As large as a page can be: every request that carries the
+#: pack's query pays for parsing it (its case-insensitive patterns become automata), whatever it returns.
+SLICE_HITS = _RESULT_WINDOW
+_BUCKETS = 1000
+#: ``kubernetes.audit`` fields every alert or the runner reads (besides the pack's correlation and
+#: new-terms fields); a document matched by a prefilter-only rule is read whole.
+ALERT_FIELDS = ("auditID", "stage", "verb", "level", "user", "sourceIPs", "userAgent", "objectRef", "requestURI",
+                "responseStatus", "requestReceivedTimestamp", "stageTimestamp", "timestamp")
+_META_FIELDS = ("@timestamp", "kaudit.envelope", "cloud.provider", "orchestrator.cluster.name")
+
 
 def compile_pack(pack: RulePack, target: QueryTarget) -> dict[str, CompiledRule]:
     """Compiled query per single-event rule id."""
@@ -415,31 +436,375 @@ def _epoch_of(dt: datetime) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
+def slim_source(pack: RulePack) -> list[str]:
+    """``_source`` includes for a matched document: the alert fields plus every top-level audit field a
+    correlation or new-terms rule groups, counts or compares on."""
+    tops = set(ALERT_FIELDS)
+    for r in pack.rules:
+        if isinstance(r.sigma, SigmaCorrelationRule):
+            fields = set(r.sigma.group_by or [])
+            if r.sigma.condition is not None and r.sigma.condition.fieldref:
+                fields.add(r.sigma.condition.fieldref)
+            for alias in (getattr(r.sigma.aliases, "aliases", {}) or {}).values():
+                fields.update(alias.mapping.values())
+        elif r.new_terms:
+            fields = set(r.new_terms.fields)
+        else:
+            continue
+        tops.update(f.split(".", 1)[0] for f in fields)
+    return list(_META_FIELDS) + [f"kubernetes.audit.{t}" for t in sorted(tops)]
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:24]
+
+
+def _semantics(rule: PackRule) -> dict[str, Any]:
+    """The parts of a rule's Sigma that decide what it matches and when it fires."""
+    d = rule.sigma.to_dict()
+    return {k: d.get(k) for k in ("id", "name", "logsource", "detection", "correlation")}
+
+
+def rule_fingerprints(pack: RulePack, compiled: Mapping[str, CompiledRule]) -> dict[str, str]:
+    """A digest per correlation and new-terms rule of everything its saved state depends on (its own
+    definition, its base rules' definitions and engine queries, the placeholders): a saved state is
+    used only for a rule whose digest is unchanged."""
+    out: dict[str, str] = {}
+    ph = pack.placeholders
+    for r in pack.rules:
+        if isinstance(r.sigma, SigmaCorrelationRule):
+            bases = []
+            for ref in r.sigma.rules:
+                bid = str(getattr(ref.rule, "id", ref.reference))
+                base = next((b for b in pack.single if b.id == bid), None)
+                c = compiled.get(bid)
+                bases.append([bid, _semantics(base) if base else None, c.query if c else None,
+                              c.exact if c else None, len(base.exceptions) if base else 0])
+            out[r.id] = _digest([_semantics(r), bases, ph])
+        elif r.new_terms:
+            c = compiled.get(r.id)
+            out[r.id] = _digest([_semantics(r), [r.new_terms.fields, r.new_terms.history],
+                                 c.query if c else None, len(r.exceptions), ph])
+    return out
+
+
+@dataclass
+class ReadStats:
+    """What reading windows cost: requests, events stored in the searched ranges, documents fetched."""
+
+    requests: int = 0
+    events: int = 0
+    fetched: int = 0
+    replays: int = 0  # windows that had no usable saved state (the safety net ran)
+
+
+@dataclass
+class WindowResult:
+    alerts: list[Alert]
+    states: dict[float, dict[str, Any]] = field(default_factory=dict)  # checkpoint -> saved state
+
+
+def _hit_key(hit: Mapping[str, Any]) -> tuple:
+    """Event-time order (microseconds), then the engine's old tie-breakers: stage time (ms), auditID, stage."""
+    src = hit["_source"]
+    audit = (src.get("kubernetes") or {}).get("audit") or {}
+    st = _epoch(audit.get("stageTimestamp"))
+    aid = audit.get("auditID")
+    stage = audit.get("stage")
+    return (hit["_t"], math.floor(st * 1000) if st is not None else math.inf,
+            (0, aid) if isinstance(aid, str) else (1, ""), (0, stage) if isinstance(stage, str) else (1, ""),
+            hit.get("_index", ""), hit["_id"])
+
+
+class EngineDetector:
+    """The pack, compiled once, run over windows of one index: one point-in-time per detector, and per
+    window one planning request (how many events, which rules match, where in time) plus one request
+    per slice of at most :data:`SLICE_HITS` matching documents (empty stretches cost nothing), each
+    fetching only the fields alerts need. Correlation and new-terms state is carried in and out as
+    plain data (:meth:`window`'s ``state`` and ``checkpoints``)."""
+
+    def __init__(self, engine: "Engine", index: str, pack: RulePack, page_size: int = 1000) -> None:
+        self.engine, self.index, self.pack, self.page_size = engine, index, pack, page_size
+        self.compiled = compile_pack(pack, QueryTarget.for_engine(engine))
+        self.by_id = {r.id: r for r in pack.single}
+        self.keys = redot_keys(pack_fields(pack))
+        self.fingerprints = rule_fingerprints(pack, self.compiled)
+        self.source = slim_source(pack)
+        self.clauses = {c["bool"]["_name"]: c for c in named_query(self.compiled, list(self.compiled))}
+        self.stats = ReadStats()
+        self._pit: str | None = None
+        self._pit_tried = False
+        self.active: list[str] | None = None  # rules the current requests carry (None: all)
+        self._planned: list[str] | None = None  # rules matching anything in the range density() planned
+        self._runner: Runner | None = None
+
+    # ------------------------------------------------------------------ requests
+
+    def _request(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.stats.requests += 1
+        if self._pit is not None:
+            body["pit"] = {"id": self._pit, "keep_alive": _KEEP_ALIVE}
+            resp = self.engine.request("POST", "/_search", body=body)
+            self._pit = resp.get("pit_id", self._pit)
+            return resp
+        return self.engine.request("POST", f"/{self.index}/_search", body=body)
+
+    def _ensure_pit(self) -> None:
+        if not self._pit_tried:  # engines or roles without point-in-time: plain searches (see _fetch)
+            self._pit_tried = True
+            self.stats.requests += 1
+            self._pit = _open_pit(self.engine, self.index)
+
+    def close(self) -> None:
+        if self._pit is not None:
+            self.stats.requests += 1
+            _close_pit(self.engine, self._pit)
+            self._pit = None
+
+    def __enter__(self) -> "EngineDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+
+    @staticmethod
+    def _ms_range(a: int, b: int) -> dict[str, Any]:
+        return {"range": {"@timestamp": {"gte": a, "lt": b, "format": "epoch_millis"}}}
+
+    def _should(self) -> list[dict[str, Any]]:
+        rules = self.active if self.active is not None else self.clauses
+        return [self.clauses[r] for r in rules]
+
+    def _matching(self) -> dict[str, Any]:
+        return {"bool": {"should": self._should(), "minimum_should_match": 1}}
+
+    def _plan(self, a: int, b: int, events: bool = False) -> tuple[list[tuple[int, int, int]], int, int]:
+        """One request: (non-empty buckets of [a, b) as (start ms, matching documents, events), their
+        width in ms, the events stored in [a, b)) — events per bucket and in all only when asked, and
+        then also which rules match anything in [a, b) (:attr:`active`)."""
+        width = max(1, -(-(b - a) // _BUCKETS))
+        hist = {"date_histogram": {"field": "@timestamp", "fixed_interval": f"{width}ms", "min_doc_count": 1}}
+        if events:
+            body = {"size": 0, "track_total_hits": True, "query": {"bool": {"filter": [self._ms_range(a, b)]}},
+                    "aggs": {"e": hist, "m": {"filter": self._matching(), "aggs": {"t": hist}},
+                             "r": {"filters": {"filters": {r: self.clauses[r] for r in self.clauses}}}}}
+        else:
+            body = {"size": 0, "track_total_hits": False,
+                    "query": {"bool": {"filter": [self._ms_range(a, b), self._matching()]}}, "aggs": {"t": hist}}
+        resp = self._request(body)
+        aggs = resp["aggregations"]
+        per_events = {int(x["key"]): int(x["doc_count"]) for x in aggs["e"]["buckets"]} if events else {}
+        matched = aggs["m"]["t"]["buckets"] if events else aggs["t"]["buckets"]
+        buckets = [(int(x["key"]), int(x["doc_count"]), per_events.get(int(x["key"]), 0))
+                   for x in matched if x["doc_count"]]
+        if events:  # buckets with events and no match count for progress too
+            have = {k for k, _, _ in buckets}
+            buckets += [(k, 0, n) for k, n in per_events.items() if k not in have and n]
+            buckets.sort()
+        total = 0
+        if events:
+            self.active = [r for r, x in aggs["r"]["buckets"].items() if x["doc_count"]]
+            t = resp["hits"]["total"]
+            total = t["value"] if isinstance(t, dict) else int(t)
+        return buckets, width, total
+
+    def density(self, start: float, end: float) -> list[tuple[float, float, int, int]]:
+        """One request for a backfill's plan: about a thousand time buckets of [start, end) as (start,
+        end, matching documents, events), empty ones left out. Windows read with it then carry only the
+        queries of the rules that match anything in the range (each request parses fewer clauses)."""
+        if not self.clauses:
+            return []
+        self._ensure_pit()
+        self.active = None
+        a, b = _ms(start), _ms(end) + 1
+        buckets, width, _ = self._plan(a, b, events=True)
+        self._planned = self.active
+        return [(max(a, k) / 1000.0, min(b, k + width) / 1000.0, m, n) for k, m, n in buckets]
+
+    def _buckets(self, a: int, b: int) -> list[tuple[int, int, int]]:
+        """Non-empty buckets of matching documents in [a, b) as (start ms, end ms, count): one request."""
+        planned, width, _ = self._plan(a, b)
+        return [(max(a, k), min(b, k + width), m) for k, m, _ in planned]
+
+    def _slices(self, buckets: list[tuple[int, int, int]]) -> Iterator[tuple[int, int, int]]:
+        """[start ms, end ms, matching documents] slices of at most SLICE_HITS documents (a denser
+        bucket is planned again, finer), in time order; empty stretches are skipped."""
+        cur: list[int] | None = None
+        for lo, hi, n in buckets:
+            if n > _RESULT_WINDOW and hi - lo > 1:
+                if cur:
+                    yield cur[0], cur[1], cur[2]
+                    cur = None
+                yield from self._slices(self._buckets(lo, hi))
+                continue
+            if cur and cur[2] + n <= SLICE_HITS:
+                cur[1], cur[2] = hi, cur[2] + n
+            else:
+                if cur:
+                    yield cur[0], cur[1], cur[2]
+                cur = [lo, hi, n]
+        if cur:
+            yield cur[0], cur[1], cur[2]
+
+    def _fetch(self, a: int, b: int, n: int) -> list[dict[str, Any]]:
+        """Every matching document of one slice (unordered), with the fields alerts need: one request
+        (sorted pages only for a millisecond holding more than a page)."""
+        query = {"bool": {"filter": [self._ms_range(a, b)], "should": self._should(), "minimum_should_match": 1}}
+        size = n if self._pit is not None else min(_RESULT_WINDOW, n + n // 10 + 100)
+        hits: list[dict[str, Any]] = []
+        if size <= _RESULT_WINDOW:
+            body = {"size": size, "query": query, "sort": ["_doc"], "_source": self.source, "track_total_hits": False}
+            hits = self._request(body)["hits"]["hits"]
+        if size > _RESULT_WINDOW or (self._pit is None and len(hits) >= size):
+            # one millisecond holding more than a page, or documents arrived since planning: sorted pages
+            hits = list(search_hits(self.engine, self.index, query, source=self.source, page_size=self.page_size))
+            self.stats.requests += 3 + len(hits) // self.page_size  # with its own point-in-time
+        return hits
+
+    def _fetch_window(self, a: int, b: int) -> tuple[list[dict[str, Any]] | None, int]:
+        """The common case in one request: every matching document of [a, b) when there are at most
+        SLICE_HITS (None when there are more), and the events stored there."""
+        body = {"size": SLICE_HITS, "query": {"bool": {"filter": [self._ms_range(a, b)]}},
+                "post_filter": self._matching(), "sort": ["_doc"], "_source": self.source, "track_total_hits": False,
+                "aggs": {"n": {"filter": {"match_all": {}}}}}  # aggregations see the query's hits: every event
+        resp = self._request(body)
+        total = int(resp["aggregations"]["n"]["doc_count"])
+        hits = resp["hits"]["hits"]
+        return (None if len(hits) >= SLICE_HITS else hits), total
+
+    def _refetch_whole(self, hits: list[dict[str, Any]]) -> None:
+        """Documents a prefilter-only rule matched (checked on the whole event) or without an auditID
+        (the alert id is a digest of the whole event): read again in full."""
+        want = []
+        for h in hits:
+            audit = ((h.get("_source") or {}).get("kubernetes") or {}).get("audit") or {}
+            if not audit.get("auditID") or any(not self.compiled[r].exact for r in _rule_ids_hit(h) if r in self.compiled):
+                want.append(h)
+        for i in range(0, len(want), _RESULT_WINDOW):
+            part = want[i:i + _RESULT_WINDOW]
+            body = {"size": len(part), "query": {"ids": {"values": sorted({h["_id"] for h in part})}},
+                    "_source": SOURCE_FIELDS, "track_total_hits": False}
+            full = {(x.get("_index"), x["_id"]): x["_source"] for x in self._request(body)["hits"]["hits"]}
+            for h in part:
+                src = full.get((h.get("_index"), h["_id"]))
+                if src is not None:
+                    h["_source"] = src
+
+    def _ordered(self, hits: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
+        self._refetch_whole(hits)
+        self.stats.fetched += len(hits)
+        out = []
+        for h in hits:
+            t = _epoch(h["_source"].get("@timestamp"))
+            if t is not None and start <= t < end:
+                h["_t"] = t
+                out.append(h)
+        out.sort(key=_hit_key)
+        return out
+
+    def read(self, start: float, end: float,
+             density: Sequence[tuple[float, float, int, int]] | None = None) -> Iterator[dict[str, Any]]:
+        """Matching documents with event time in [start, end), in event-time order; each hit gets ``_t``.
+
+        Without ``density`` (a scheduled window) one request usually does it all; with it (a backfill
+        step, planned up front) the slices come from it and events are counted from it."""
+        if not self.clauses:
+            return
+        a, b = _ms(start), _ms(end) + 1
+        self.active = self._planned if density is not None else None
+        if density is None:
+            hits, total = self._fetch_window(a, b)
+            self.stats.events += total
+            if hits is not None:
+                yield from self._ordered(hits, start, end)
+                return
+            self._ensure_pit()  # planning and slices see one snapshot
+            buckets = self._buckets(a, b)
+        else:
+            self._ensure_pit()
+            buckets = []
+            for lo, hi, m, n in density:
+                if start <= lo < end or (lo < start < hi):
+                    self.stats.events += n if lo >= start else 0
+                    if m:
+                        buckets.append((max(a, round(lo * 1000)), min(b, round(hi * 1000)), m))
+        for sa, sb, n in self._slices(buckets):
+            yield from self._ordered(self._fetch(sa, sb, n), start, end)
+
+    # ------------------------------------------------------------------ state
+
+    def _usable(self, state: Mapping[str, Any] | None, start: float) -> set[str] | None:
+        """Rule ids whose saved state can continue at ``start`` (None: the state cannot be used at all)."""
+        if not state or state.get("v") != STATE_VERSION or abs(float(state.get("at", -1)) - start) > 1e-6:
+            return None
+        saved = state.get("fingerprints") or {}
+        return {r for r, fp in self.fingerprints.items() if saved.get(r) == fp}
+
+    def _saved(self, runner: Runner, at: float) -> dict[str, Any]:
+        return {"v": STATE_VERSION, "at": at, "fingerprints": self.fingerprints, "runner": runner.snapshot(at)}
+
+    # ------------------------------------------------------------------ the window
+
+    def window(self, start: float, end: float, *, state: Mapping[str, Any] | None = None,
+               checkpoints: Sequence[float] = (), lookback: float | None = None,
+               max_lookback: float = 86400.0,
+               density: Sequence[tuple[float, float, int, int]] | None = None) -> WindowResult:
+        """The alerts ``scan`` raises for the events in [start, end) (epoch seconds).
+
+        With a ``state`` saved at ``start`` the run continues from it and reads only the window; rules
+        whose state is missing or changed are rebuilt: new-terms history from an aggregation, and
+        (for a correlation) the safety net — a replay from a quiet point (at most ``max_lookback``, or
+        exactly ``lookback``), after which only alerts ending in the window are returned. The state
+        after the events before each of ``checkpoints`` (inside [start, end]) is returned with them."""
+        usable = self._usable(state, start) if lookback is None else None
+        replay = usable is None
+        if not replay:
+            runner = self._runner or Runner(self.pack)  # one runner per detector: restore replaces its state
+            self._runner = runner
+            missing = set(runner.stateful_rules()) - runner.restore(state["runner"], usable)  # type: ignore[index]
+            replay = any(c.rule.id in missing for c in runner.correlators)
+        lo = start
+        if replay:
+            self.stats.replays += 1
+            runner = self._runner = Runner(self.pack)
+            back = lookback if lookback is not None else correlation_lookback(
+                self.engine, self.index, self.pack, self.compiled, start, max_lookback)
+            lo = start - back
+            missing = set(runner.new_terms)
+        if missing & set(runner.new_terms):
+            prime_new_terms(self.engine, self.index, runner, self.compiled, start, self.keys, self.page_size,
+                            only=missing)
+        pending = sorted(c for c in checkpoints if start <= c <= end)
+        states: dict[float, dict[str, Any]] = {}
+        out: list[Alert] = []
+        by_id, compiled, keys = self.by_id, self.compiled, self.keys
+        if replay:  # the whole first millisecond, as the engine's range gives it (alerts are cut below)
+            lo = (math.floor(lo * 1000) - 0.5) / 1000
+        for hit in self.read(lo, end, None if replay else density):
+            t = hit["_t"]
+            while pending and t >= pending[0]:
+                states[pending[0]] = self._saved(runner, pending[0])
+                pending.pop(0)
+            event = doc_event(hit["_source"], keys)
+            ids = [r for r in _rule_ids_hit(hit) if r in compiled and (compiled[r].exact or by_id[r].matches(event))]
+            out += runner.feed_matched(event, ids, t)
+        for c in pending:
+            states[c] = self._saved(runner, c)
+        out += runner.flush(closed_before=end)
+        if replay:
+            out = [a for a in out if (t := alert_end(a)) is not None and start <= t < end]
+        return WindowResult(out, states)
+
+
 def engine_alerts(engine: "Engine", index: str, pack: RulePack, start: datetime, end: datetime, *,
                   lookback: timedelta | None = None, max_lookback: timedelta = timedelta(days=1),
                   page_size: int = 1000) -> list[Alert]:
-    """The alerts ``scan`` would raise for the events with @timestamp in [start, end), computed in the engine.
-
-    ``lookback`` fixes the replay before ``start``; None finds the quiet point per correlation
-    (at most ``max_lookback``).
-    """
-    s, e = _epoch_of(start), _epoch_of(end)
-    compiled = compile_pack(pack, QueryTarget.for_engine(engine))
-    by_id = {r.id: r for r in pack.single}
-    keys = redot_keys(pack_fields(pack))
-    back = lookback.total_seconds() if lookback is not None else \
-        correlation_lookback(engine, index, pack, compiled, s, max_lookback.total_seconds())
-    runner = Runner(pack)
-    prime_new_terms(engine, index, runner, compiled, s, keys, page_size)
-    clauses = named_query(compiled, list(compiled))
-    if not clauses:
-        return []
-    out: list[Alert] = []
-    for hit in in_event_time_order(named_hits(engine, index, clauses, filters=[_range(s - back, e)],
-                                              source=SOURCE_FIELDS, page_size=page_size)):
-        src = hit["_source"]
-        event = doc_event(src, keys)
-        ids = [r for r in _rule_ids_hit(hit) if r in compiled and (compiled[r].exact or by_id[r].matches(event))]
-        out += runner.feed_matched(event, ids, _epoch(src.get("@timestamp")))
-    out += runner.flush(closed_before=e)
-    return [a for a in out if (t := alert_end(a)) is not None and s <= t < e]
+    """The alerts ``scan`` would raise for the events with @timestamp in [start, end), computed in the engine,
+    from no saved state: ``lookback`` fixes the replay before ``start``; None finds the quiet point per
+    correlation (at most ``max_lookback``)."""
+    with EngineDetector(engine, index, pack, page_size) as det:
+        return det.window(_epoch_of(start), _epoch_of(end),
+                          lookback=lookback.total_seconds() if lookback is not None else None,
+                          max_lookback=max_lookback.total_seconds()).alerts

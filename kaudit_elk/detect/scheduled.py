@@ -2,38 +2,50 @@
 
 Each run, for the whole rule pack:
 
-1. reads every rule's last searched position from ``kaudit-state-<namespace>`` (rules without one
-   start ``initial_lookback`` ago);
+1. reads every rule's last searched position and the saved detection state (correlation groups,
+   new-terms history, undecided request stages) from ``kaudit-state-<namespace>`` (rules without a
+   position start ``initial_lookback`` ago);
 2. searches from the earliest position minus ``overlap`` (late events) to ``now - delay``, never
    further back than ``max_lookback``, in steps of at most ``max_step`` (catch-up after downtime
-   happens in bounded steps, each one committed before the next);
-3. writes each step's alerts to ``kaudit-alerts-<namespace>`` with ``_id`` = the deterministic alert
-   id and op ``create``: an alert found again (overlap, rerun, crash before the position moved) is a
-   409 and is not stored or announced twice;
-4. sends the new alerts to the outputs, marks them ``notified``, and only then moves the positions.
-   Alerts stored but not yet notified (a crash or an output outage) are re-sent on the next run.
+   happens in bounded steps, each one committed before the next). The saved state is the state after
+   the events before that start, so a run reads only its window; without a usable state (first run,
+   a changed rule, a rewound position) the engine search replays from a quiet point instead;
+3. writes each step's alerts (final for that step: :func:`finish_window`) to
+   ``kaudit-alerts-<namespace>`` with ``_id`` = the deterministic alert id and op ``create``: an alert
+   found again (overlap, rerun, crash before the position moved) is a 409 and is not stored or
+   announced twice;
+4. sends the new alerts at or above ``notify_severity`` to the outputs, marks them ``notified``, and
+   only then moves the positions and the state, together in one bulk request. Alerts stored but not
+   yet notified (a crash or an output outage) are re-sent on the next run.
 
-``--since/--until`` backfills a fixed range and leaves the positions alone.
+``--since/--until`` backfills a fixed range in steps sized by how many documents match (empty
+stretches cost one request), carrying the state from step to step, and leaves the positions and
+the saved state alone.
 """
 
 from __future__ import annotations
 
+import base64
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
 import orjson
 
-from kaudit_elk.cluster.engine import Engine
 from kaudit_elk.base.errors import KauditError
+from kaudit_elk.cluster.engine import Engine, EngineRequestError
+from kaudit_elk.cluster.templates import Names
+from kaudit_elk.detect.engine_search import EngineDetector
 from kaudit_elk.rules.alerts import severity_rank
 from kaudit_elk.rules.loader import RulePack
-from kaudit_elk.cluster.templates import Names
 
 Alert = dict[str, Any]
 Window = tuple[datetime, datetime]
-Evaluate = Callable[..., list[Alert]]
+STATE_ID = "detect-state"
+#: Matching documents per backfill step (the step adapts to the density; empty stretches merge).
+BACKFILL_STEP_HITS = 50_000
 
 
 class OutputError(KauditError):
@@ -59,6 +71,8 @@ class DetectOptions:
     since: datetime | None = None  # manual backfill: [since, until), positions untouched
     until: datetime | None = None
     min_severity: str = "informational"  # alerts below are neither stored nor sent
+    # alerts below are stored (for dashboards, incidents) but not sent; None: as min_severity (the CLI: medium)
+    notify_severity: str | None = None
 
 
 @dataclass
@@ -71,10 +85,40 @@ class DetectResult:
     incidents: list[dict[str, Any]] = field(default_factory=list)  # incidents announced (new or escalated)
     notes: list[str] = field(default_factory=list)  # e.g. the baselines' warm-up state
 
+    notified: int = 0  # new alerts sent to the outputs (at or above notify_severity)
+    events: int = 0  # events stored in the searched ranges
+    matched: int = 0  # documents read because a rule matched them
+    requests: int = 0  # search requests (planning, fetching, replay, history)
+    replays: int = 0  # steps without a usable saved state (the quiet-point replay ran)
+
     def as_dict(self) -> dict[str, Any]:
         return {"windows": [[_iso(a), _iso(b)] for a, b in self.windows], "new_alerts": len(self.new_alerts),
-                "known_alerts": self.known_alerts, "renotified": self.renotified,
-                "positions_moved": self.positions_moved, "incidents": len(self.incidents)}
+                "known_alerts": self.known_alerts, "renotified": self.renotified, "notified": self.notified,
+                "positions_moved": self.positions_moved, "events": self.events, "matched": self.matched,
+                "requests": self.requests, "replays": self.replays, "incidents": len(self.incidents)}
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """Reported after each step: which step of how many, and what has been read so far."""
+
+    step: int
+    steps: int
+    window: Window
+    events: int
+    matched: int
+    new_alerts: int
+    elapsed: float
+    total_events: int | None = None  # known for backfills (planned up front)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, from the share of events (or steps) done so far."""
+        if self.total_events and self.events:
+            done = self.events / self.total_events
+        else:
+            done = self.step / self.steps if self.steps else 1.0
+        return None if done <= 0 else max(0.0, self.elapsed * (1 - done) / done)
 
 
 def _iso(t: datetime) -> str:
@@ -108,6 +152,42 @@ def plan_windows(positions: dict[str, datetime | None], rule_ids: Iterable[str],
     return windows
 
 
+def backfill_steps(buckets: list[tuple[datetime, datetime, int]], start: datetime, end: datetime,
+                   step_hits: int = BACKFILL_STEP_HITS, max_step: timedelta | None = None) -> list[Window]:
+    """Pure: [start, end) cut into steps of about ``step_hits`` matching documents, from the matches per
+    time bucket (a dense bucket is a step of its own), none longer than ``max_step``."""
+    steps = _density_steps(buckets, start, end, step_hits)
+    if max_step is None:
+        return steps
+    out: list[Window] = []
+    for a, b in steps:
+        while a < b:
+            out.append((a, min(a + max_step, b)))
+            a = out[-1][1]
+    return out
+
+
+def _density_steps(buckets: list[tuple[datetime, datetime, int]], start: datetime, end: datetime,
+                   step_hits: int) -> list[Window]:
+    steps: list[Window] = []
+    cur, n = start, 0
+    for _lo, hi, count in buckets:
+        if n and n + count > step_hits:
+            cut = max(cur, min(_lo, end))
+            if cut > cur:
+                steps.append((cur, cut))
+                cur, n = cut, 0
+        n += count
+        if n >= step_hits:
+            cut = min(max(hi, cur), end)
+            if cut > cur:
+                steps.append((cur, cut))
+                cur, n = cut, 0
+    if cur < end:
+        steps.append((cur, end))
+    return steps
+
+
 # -- state ----------------------------------------------------------------------------------------
 def read_positions(engine: Engine, names: Names) -> dict[str, datetime]:
     body = engine.request("POST", f"/{names.state_index}/_search", {
@@ -119,9 +199,15 @@ def read_positions(engine: Engine, names: Names) -> dict[str, datetime]:
     return out
 
 
-def write_positions(engine: Engine, names: Names, rule_ids: Iterable[str], position: datetime) -> None:
+def write_positions(engine: Engine, names: Names, rule_ids: Iterable[str], position: datetime,
+                    state: dict[str, Any] | None | bool = False) -> None:
+    """Move every rule's position; with ``state`` (a saved detection state, or None to clear it) the state
+    document goes in the same bulk request, so positions and state move together."""
     now = _iso(datetime.now(timezone.utc))
     lines = []
+    if state is not False:
+        lines.append(orjson.dumps({"index": {"_index": names.state_index, "_id": STATE_ID}}))
+        lines.append(orjson.dumps(state_document(state, now)))
     for rid in rule_ids:
         lines.append(orjson.dumps({"index": {"_index": names.state_index, "_id": f"rule:{rid}"}}))
         lines.append(orjson.dumps({"kind": "rule", "rule_id": rid, "position": _iso(position), "updated": now}))
@@ -131,9 +217,32 @@ def write_positions(engine: Engine, names: Names, rule_ids: Iterable[str], posit
             raise KauditError(f"could not save detection positions in {names.state_index}")
 
 
+def state_document(state: dict[str, Any] | None, updated: str) -> dict[str, Any]:
+    """The stored form of a detection state: compressed JSON (kept in ``_source``, not indexed)."""
+    doc: dict[str, Any] = {"kind": "state", "updated": updated, "version": "1"}
+    if state is not None:
+        doc["position"] = _iso(datetime.fromtimestamp(state["at"], timezone.utc))
+        doc["state"] = base64.b64encode(zlib.compress(orjson.dumps(state), 6)).decode()
+    return doc
+
+
+def read_state(engine: Engine, names: Names) -> dict[str, Any] | None:
+    """The saved detection state, or None (none saved, or unreadable: the run then replays)."""
+    body = engine.request("GET", f"/{names.state_index}/_doc/{STATE_ID}", ignore=(404,))
+    blob = ((body or {}).get("_source") or {}).get("state")
+    if not blob:
+        return None
+    try:
+        return orjson.loads(zlib.decompress(base64.b64decode(blob)))
+    except (ValueError, zlib.error, orjson.JSONDecodeError):
+        return None
+
+
 # -- alerts ---------------------------------------------------------------------------------------
-def store_alerts(engine: Engine, names: Names, alerts: list[Alert], run_id: str) -> tuple[list[Alert], int]:
-    """Create alerts by id; returns (the new ones, how many were already stored)."""
+def store_alerts(engine: Engine, names: Names, alerts: list[Alert], run_id: str,
+                 notify_floor: int = 0) -> tuple[list[Alert], int]:
+    """Create alerts by id; returns (the new ones, how many were already stored). Alerts below
+    ``notify_floor`` (a severity rank) are stored as ``notified`` already: nothing will announce them."""
     if not alerts:
         return [], 0
     now = _iso(datetime.now(timezone.utc))
@@ -141,7 +250,8 @@ def store_alerts(engine: Engine, names: Names, alerts: list[Alert], run_id: str)
     for alert in alerts:
         doc = dict(alert)
         doc["event"] = dict(doc.get("event") or {}, kind="alert", created=now)
-        doc["kaudit"] = {**doc.get("kaudit", {}), "alert": {**doc["kaudit"]["alert"], "notified": False,
+        quiet = severity_rank(doc["kaudit"]["alert"]["severity"]) < notify_floor
+        doc["kaudit"] = {**doc.get("kaudit", {}), "alert": {**doc["kaudit"]["alert"], "notified": quiet,
                                                             "run_id": run_id,
                                                             "severity_rank": severity_rank(doc["kaudit"]["alert"]["severity"])}}
         lines.append(orjson.dumps({"create": {"_index": names.alerts_index, "_id": alert["kaudit"]["alert"]["id"]}}))
@@ -198,24 +308,70 @@ def notify(outputs: list[Output], alerts: list[Alert]) -> None:
 
 
 # -- the run ----------------------------------------------------------------------------------------
+def refresh_stream(engine: Engine, names: Names) -> None:
+    """Make every event indexed so far searchable before the window is read. Events the engine has
+    received but not yet refreshed (up to the refresh interval; longer on an Elasticsearch shard gone
+    search-idle, which a point-in-time does not wake) would otherwise be passed and found only by the
+    next run's overlap. Best effort: a role without the refresh privilege relies on ``--delay``."""
+    try:
+        engine.request("POST", f"/{names.stream}/_refresh", ignore=(404,))
+    except EngineRequestError:
+        pass
+
+
+def finish_window(engine: Engine, names: Names, alerts: list[Alert], options: DetectOptions, outputs: list[Output],
+                  run_id: str, result: DetectResult, incidents: Any = None) -> list[Alert]:
+    """The alerts of one window are final here: group them into incidents, store the new ones, announce
+    those at or above ``notify_severity``, mark them notified, then announce the incidents they touched.
+    Returns the new alerts (stored for the first time)."""
+    from kaudit_elk.detect import incident_store
+
+    floor = severity_rank(options.min_severity)
+    loud = severity_rank(options.notify_severity or options.min_severity)
+    alerts = [a for a in alerts if severity_rank(a["kaudit"]["alert"]["severity"]) >= floor]
+    touched = incident_store.assign(engine, names, alerts, incidents.options) if incidents is not None else set()
+    new, known = store_alerts(engine, names, alerts, run_id, notify_floor=loud)
+    result.known_alerts += known
+    announce = [a for a in new if severity_rank(a["kaudit"]["alert"]["severity"]) >= loud]
+    if announce:
+        notify(outputs, announce)
+        mark_notified(engine, names, announce)
+    if touched:
+        changed = incident_store.refresh(engine, names, touched, incidents)
+        incident_store.notify(incidents, engine, names, changed)
+        result.incidents.extend(changed)
+    result.new_alerts.extend(new)
+    result.notified += len(announce)
+    return new
+
+
+def _plan_backfill(detector: EngineDetector, start: datetime, end: datetime,
+                   max_step: timedelta) -> tuple[list[Window], list, int]:
+    """Steps for a backfill, sized by the matches per time bucket (one planning request); the buckets;
+    and the events stored in the range."""
+    density = detector.density(_epoch(start), _epoch(end))
+    as_dt = [(datetime.fromtimestamp(a, timezone.utc), datetime.fromtimestamp(b, timezone.utc), m)
+             for a, b, m, _ in density]
+    return backfill_steps(as_dt, start, end, max_step=max_step), density, sum(n for *_, n in density)
+
+
 def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: list[Output],
-               evaluate: Evaluate | None = None, now: datetime | None = None,
+               now: datetime | None = None, progress: Callable[[StepProgress], None] | None = None,
                incidents: Any = "default", baselines: Any = None) -> DetectResult:
-    """One detection run (see the module docstring). ``incidents``: an
-    :class:`~kaudit_elk.detect.incident_store.IncidentRun` (default: stored, not announced), None: off;
-    ``baselines``: :class:`~kaudit_elk.rules.baselines.BaselineOptions` to judge identities against their history."""
+    """One detection run (see the module docstring). ``progress`` is called after each step;
+    ``incidents``: an :class:`~kaudit_elk.detect.incident_store.IncidentRun` (default: stored, not
+    announced), None: off; ``baselines``: :class:`~kaudit_elk.rules.baselines.BaselineOptions` to judge
+    identities against their history."""
     from kaudit_elk.detect import incident_store
 
     if incidents == "default":
         incidents = incident_store.IncidentRun()
-    if evaluate is None:
-        from kaudit_elk.detect.engine_search import engine_alerts as evaluate
     names = Names(options.namespace)
     now = now or datetime.now(timezone.utc)
     result = DetectResult()
     run_id = f"{int(time.time() * 1000):x}"
     rule_ids = [r.id for r in pack.rules]
-    floor = severity_rank(options.min_severity)
+    began = time.monotonic()
 
     pending = pending_alerts(engine, names)
     if pending:
@@ -225,27 +381,49 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
     if incidents is not None:
         result.renotified += incident_store.resend_pending(engine, names, incidents)
 
-    positions = {} if options.since else read_positions(engine, names)
-    for start, end in plan_windows(positions, rule_ids, now, options):
-        found = evaluate(engine, names.stream, pack, start, end)
-        if baselines is not None:
-            from kaudit_elk.detect.baselines_search import baseline_alerts
+    scheduled = options.since is None
+    refresh_stream(engine, names)
+    with EngineDetector(engine, names.stream, pack) as detector:
+        total: int | None = None
+        density = None
+        if scheduled:
+            positions = read_positions(engine, names)
+            windows = plan_windows(positions, rule_ids, now, options)
+            state = read_state(engine, names) if windows else None
+            if len(windows) > 1:  # catching up: one planning request, then empty steps cost nothing
+                density = detector.density(_epoch(windows[0][0]), _epoch(windows[-1][1]))
+        else:
+            start, end = options.since, options.until or now - options.delay  # type: ignore[assignment]
+            windows, density, total = _plan_backfill(detector, start, end, options.max_step) if start < end else ([], [], 0)
+            state = None
+        # the next run starts at (position - overlap): the state saved with a position is the state there
+        resume = {w[1]: _epoch(w[1] - options.overlap) for w in windows} if scheduled else {}
+        wanted = sorted(set(resume.values()) | {_epoch(w[1]) for w in windows})
+        saved: dict[float, dict[str, Any]] = {}
+        for i, (start, end) in enumerate(windows):
+            s, e = _epoch(start), _epoch(end)
+            out = detector.window(s, e, state=state, checkpoints=[c for c in wanted if s <= c <= e], density=density)
+            saved.update(out.states)
+            state = out.states.get(e)
+            found = out.alerts
+            if baselines is not None:
+                from kaudit_elk.detect.baselines_search import baseline_alerts
 
-            found = list(found) + baseline_alerts(engine, names.stream, start, end, baselines, result.notes)
-        alerts = [a for a in found if severity_rank(a["kaudit"]["alert"]["severity"]) >= floor]
-        touched = incident_store.assign(engine, names, alerts, incidents.options) if incidents is not None else set()
-        new, known = store_alerts(engine, names, alerts, run_id)
-        result.known_alerts += known
-        if new:
-            notify(outputs, new)
-            mark_notified(engine, names, new)
-        if touched:
-            announce = incident_store.refresh(engine, names, touched, incidents)
-            incident_store.notify(incidents, engine, names, announce)
-            result.incidents.extend(announce)
-        result.new_alerts.extend(new)
-        result.windows.append((start, end))
-        if options.since is None:
-            write_positions(engine, names, rule_ids, end)
-            result.positions_moved = True
+                found = found + baseline_alerts(engine, names.stream, start, end, baselines, result.notes)
+            finish_window(engine, names, found, options, outputs, run_id, result, incidents)
+            result.windows.append((start, end))
+            if scheduled:
+                write_positions(engine, names, rule_ids, end, state=saved.get(resume[end]))
+                result.positions_moved = True
+                saved = {c: v for c, v in saved.items() if c >= resume[end]}
+            st = detector.stats
+            if progress is not None:
+                progress(StepProgress(i + 1, len(windows), (start, end), st.events, st.fetched, len(result.new_alerts),
+                                      time.monotonic() - began, total))
+        st = detector.stats
+    result.events, result.matched, result.requests, result.replays = st.events, st.fetched, st.requests, st.replays
     return result
+
+
+def _epoch(dt: datetime) -> float:
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()

@@ -4,6 +4,10 @@ Each correlation keeps per-group state. ``gt``/``gte`` conditions slide over the
 soon as the window holds enough evidence; ``lt``/``lte``/``eq`` can only be decided once a window
 closes, so they use tumbling windows that start at a group's first event. After an alert the group's
 state is cleared: one alert per correlation window per group.
+
+State is plain data: :meth:`Correlator.snapshot` / :meth:`NewTermsTracker.snapshot` return JSON-able
+dicts holding only what can still matter after a given event time (``detect`` stores them between
+runs), and ``restore`` puts them back; a restored object continues exactly as the original would.
 """
 
 from __future__ import annotations
@@ -33,6 +37,11 @@ _OPS: dict[Op, Callable[[int, int], bool]] = {
 
 def _norm(v: Any) -> Any:
     return v.lower() if isinstance(v, str) else v
+
+
+def _hashable(v: Any) -> Any:
+    """A value read back from JSON as it was before (lists were tuples)."""
+    return tuple(_hashable(x) for x in v) if isinstance(v, list) else v
 
 
 @dataclass(slots=True)
@@ -174,6 +183,47 @@ class Correlator:
                 grp.chains.pop(0)
         return []
 
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self, after: float) -> dict[str, Any]:
+        """JSON-able state for a stream that continues with events at or after ``after``.
+
+        Dropped because no later event can use them: sliding-window items older than one timespan,
+        ordered chains that started more than a timespan ago, and tumbling windows that closed
+        before ``after`` (the run that takes the snapshot decides those when it flushes)."""
+        horizon = after - self.span
+        groups = []
+        for key, grp in self.groups.items():
+            if self.type == SigmaCorrelationType.TEMPORAL_ORDERED:
+                chains = [[c[0], c[1], [list(e) for e in c[2]]] for c in grp.chains if c[0] >= horizon]
+                if chains:
+                    groups.append({"key": list(key), "chains": chains})
+                continue
+            if self.sliding:
+                items = [list(x) for x in grp.items if x[0] >= horizon]
+            elif grp.start is not None and grp.start + self.span < after:
+                continue
+            else:
+                items = [list(x) for x in grp.items]
+            if items:
+                groups.append({"key": list(key), "start": grp.start, "items": items})
+        return {"groups": groups}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Replace this correlator's state with a :meth:`snapshot`."""
+        self.groups = {}
+        for g in state.get("groups") or ():
+            grp = _Group()
+            if "chains" in g:
+                grp.chains = [[c[0], c[1], [(e[0], e[1]) for e in c[2]]] for c in g["chains"]]
+            else:
+                grp.start = g.get("start")
+                for x in g.get("items") or ():
+                    item = (x[0], x[1], _hashable(x[2]), x[3])
+                    grp.items.append(item)
+                    self._count(grp, item, 1)
+            self.groups[tuple(_hashable(k) for k in g["key"])] = grp
+
     def flush(self, closed_before: float | None = None) -> list[Alert]:
         """End of stream: decide the still-open tumbling windows (only those ending before
         ``closed_before`` when given: a later event could still join the others)."""
@@ -228,6 +278,15 @@ class NewTermsTracker:
                 return None
             out.append(_norm(vals[0]))
         return tuple(out)
+
+    def snapshot(self, after: float) -> dict[str, Any]:
+        """JSON-able state for a stream that continues at or after ``after`` (terms last seen more than
+        the history before ``after`` are dropped: they would be new again anyway)."""
+        horizon = after - self.history
+        return {"seen": [[list(k), t] for k, t in self.seen.items() if t >= horizon]}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.seen = {tuple(_hashable(x) for x in k): t for k, t in state.get("seen") or ()}
 
     def observe(self, event: Mapping[str, Any], t: float) -> bool:
         """Record the event's terms; True when they are new (not seen within history before t)."""

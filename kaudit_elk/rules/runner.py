@@ -3,6 +3,10 @@
 One alert per request, not per stage: a match at RequestReceived/ResponseStarted waits (in event
 time, up to ``pending_horizon`` seconds) for the same auditID's ResponseComplete/Panic, which is
 preferred; the earlier stage is used when the final stage never matches or never comes.
+
+:meth:`Runner.snapshot` captures, as plain JSON-able data, everything a stream continuing at a given
+event time still needs (correlation groups, new-terms history, undecided earlier stages, recent
+per-request dedupe); :meth:`Runner.restore` continues from it. ``detect`` carries it between runs.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class Runner:
         self._has_exceptions = any(r.exceptions for r in self.rules)
         self._pending: dict[tuple[str, str], tuple[Mapping[str, Any], float]] = {}
         self._pending_by_aid: dict[str, set[str]] = {}
-        self._emitted: dict[tuple[str, str], None] = {}  # insertion-ordered: oldest evicted first
+        self._emitted: dict[tuple[str, str], float] = {}  # -> event time; insertion-ordered: oldest evicted first
         self._clock = 0.0
         self._n = 0
         self.events = 0
@@ -152,6 +156,58 @@ class Runner:
                 if t is not None:
                     tracker.observe(event, t)
 
+    # ------------------------------------------------------------------ state
+
+    def stateful_rules(self) -> list[str]:
+        """Ids of the rules whose alerts depend on earlier events (correlations, new-terms)."""
+        return [c.rule.id for c in self.correlators] + list(self.new_terms)
+
+    def snapshot(self, after: float) -> dict[str, Any]:
+        """JSON-able state for a stream that continues with events at or after ``after``.
+
+        Per-request dedupe keeps only the last ``pending_horizon`` of event time: the stages of one
+        request share its ``requestReceivedTimestamp``, so older entries cannot be met again."""
+        horizon = after - self.pending_horizon
+        return {
+            "correlations": {c.rule.id: c.snapshot(after) for c in self.correlators},
+            "new_terms": {rid: t.snapshot(after) for rid, t in self.new_terms.items()},
+            "pending": [[rid, aid, ev, t] for (rid, aid), (ev, t) in self._pending.items()],
+            "emitted": [[rid, aid, t] for (rid, aid), t in self._emitted.items() if t >= horizon],
+            "clock": self._clock,
+            "n": self._n,
+        }
+
+    def restore(self, state: Mapping[str, Any], rules: Iterable[str] | None = None) -> set[str]:
+        """Continue from a :meth:`snapshot` (whatever this runner held before is replaced); only the
+        correlation / new-terms rules in ``rules`` (all when None) take their saved state, the others
+        start empty. Returns the stateful rule ids restored."""
+        keep = None if rules is None else set(rules)
+        done: set[str] = set()
+        corr = state.get("correlations") or {}
+        for c in self.correlators:
+            rid = c.rule.id
+            use = rid in corr and (keep is None or rid in keep)
+            c.restore(corr[rid] if use else {})
+            if use:
+                done.add(rid)
+        terms = state.get("new_terms") or {}
+        for rid, tracker in self.new_terms.items():
+            use = rid in terms and (keep is None or rid in keep)
+            tracker.restore(terms[rid] if use else {})
+            if use:
+                done.add(rid)
+        known = {r.id for r in self.rules}
+        self._pending = {}
+        self._pending_by_aid = {}
+        for rid, aid, ev, t in state.get("pending") or ():
+            if rid in known:
+                self._pending[(rid, aid)] = (ev, t)
+                self._pending_by_aid.setdefault(aid, set()).add(rid)
+        self._emitted = {(rid, aid): t for rid, aid, t in state.get("emitted") or ()}
+        self._clock = float(state.get("clock") or 0.0)
+        self._n = int(state.get("n") or 0)
+        return done
+
     # ------------------------------------------------------------------ internals
 
     def pack_rule(self, rule_id: str) -> PackRule:
@@ -180,7 +236,7 @@ class Runner:
             self._clock = t
         if aid:
             emitted = self._emitted
-            emitted[(rule.id, aid)] = None
+            emitted[(rule.id, aid)] = t
             if len(emitted) > _EMITTED_CAP:
                 del emitted[next(iter(emitted))]
         out: list[Alert] = []

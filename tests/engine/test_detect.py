@@ -80,7 +80,7 @@ def recent(engine: Engine, pack, tmp_path: Path) -> dict[str, Any]:
 
 def _options(namespace: str, **kw: Any) -> DetectOptions:
     base = dict(namespace=namespace, initial_lookback=timedelta(hours=4), max_step=timedelta(minutes=30),
-                delay=timedelta(0), min_severity="low")
+                delay=timedelta(0), min_severity="low", notify_severity="low")
     return DetectOptions(**{**base, **kw})
 
 
@@ -157,7 +157,7 @@ def hook() -> Iterator[tuple[str, type]]:
 
 def _detect_cmd(engine: Engine, namespace: str, hook_url: str) -> list[str]:
     return [sys.executable, "-m", "kaudit_elk", "detect", "--url", engine.settings.url, "--namespace", namespace,
-            "--overlap", "0s", "--max-step", "1m", "--delay", "0s", "--min-severity", "low",
+            "--overlap", "0s", "--max-step", "1m", "--delay", "0s", "--min-severity", "low", "--store-severity", "low",
             "--webhook", hook_url, "--no-stdout", "--quiet"]
 
 
@@ -190,3 +190,117 @@ def test_killed_mid_run_then_rerun_has_no_gap_and_no_duplicate(engine: Engine, p
     index = Names(ns).alerts_index
     pending = engine.request("POST", f"/{index}/_count", {"query": {"term": {"kaudit.alert.notified": False}}})
     assert pending["count"] == 0
+
+
+# --------------------------------------------------------------------------- correlation state
+
+
+def _secret_reads(start: datetime, n: int, step: timedelta) -> list[dict]:
+    """One client reading ``n`` different secrets, one every ``step``: the evidence of the value_count
+    correlation "One Client Reading Many Different Secrets" (5 names in 5 minutes)."""
+    out = []
+    for i in range(n):
+        ts = (start + step * i).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        out.append({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "stage": "ResponseComplete",
+                    "auditID": f"harvest-{uuid.uuid4().hex[:8]}-{i}", "verb": "get",
+                    "requestURI": f"/api/v1/namespaces/payments/secrets/db-{i}",
+                    "user": {"username": "system:serviceaccount:default:web", "groups": ["system:serviceaccounts"]},
+                    "sourceIPs": ["203.0.113.50"], "userAgent": "curl/8.5.0",
+                    "objectRef": {"resource": "secrets", "namespace": "payments", "name": f"db-{i}", "apiVersion": "v1"},
+                    "responseStatus": {"code": 200}, "requestReceivedTimestamp": ts, "stageTimestamp": ts})
+    return out
+
+
+def _delete_events(engine: Engine, stream: str, audit_ids: list[str]) -> None:
+    """Remove documents (one by one: the test engines have no _delete_by_query)."""
+    body = engine.request("POST", f"/{stream}/_search", {"size": 100, "_source": False,
+                                                         "query": {"terms": {"kubernetes.audit.auditID": audit_ids}}})
+    hits = body["hits"]["hits"]
+    assert len(hits) == len(audit_ids)
+    for h in hits:
+        engine.request("DELETE", f"/{h['_index']}/_doc/{h['_id']}", params={"refresh": "true"})
+
+
+def test_correlation_evidence_is_carried_between_runs_and_survives_a_kill(engine: Engine, pack, tmp_path: Path,
+                                                                           hook) -> None:
+    """A correlation whose evidence spans two runs: the first run's part lives only in the saved state
+    (its documents are deleted before the second run), the second run is killed after storing the alert
+    and before committing; the rerun continues from the same saved state (no replay), the alert is stored
+    and announced exactly once, and it is the alert scan raises."""
+    from kaudit_elk.detect.outputs import WebhookOutput
+    from kaudit_elk.detect.scheduled import read_state
+
+    url, handler = hook
+    namespace = f"det{uuid.uuid4().hex[:8]}"
+    opts = BootstrapOptions(namespace=namespace)
+    apply(engine, build_plan(engine, opts), opts)
+    names = Names(namespace)
+    t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=30)
+    events = _secret_reads(t0, 5, timedelta(seconds=50))
+    path = tmp_path / "harvest.log"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    assert ingest(engine, [str(path)], IngestOptions(namespace=namespace, dead_letter=None, refresh=True)).indexed == 5
+    expected = {a["kaudit"]["alert"]["id"] for a in scan([str(path)], pack, min_severity="medium")}
+    assert len(expected) == 1
+
+    write_positions(engine, names, [r.id for r in pack.rules], t0 - timedelta(minutes=10))
+    quiet = dict(overlap=timedelta(minutes=1), min_severity="medium", notify_severity="medium")
+    first = run_detect(engine, pack, _options(namespace, **quiet), [], now=t0 + timedelta(seconds=120))
+    assert first.new_alerts == [] and first.positions_moved
+    # the next run starts at (position - overlap) = t0 + 60 s: the state saved is the state there
+    saved = read_state(engine, names)
+    assert saved is not None
+    groups = saved["runner"]["correlations"]["82f7f595-d702-5e24-adf0-15d116a6cae2"]["groups"]
+    assert [len(g["items"]) for g in groups] == [2]
+    _delete_events(engine, names.stream, [e["auditID"] for e in events[:2]])
+
+    handler.hang_on = 1  # the run stores the alert, then hangs announcing it: killed before it commits
+    cmd = _detect_cmd(engine, namespace, url)
+    for option, value in (("--overlap", "1m"), ("--min-severity", "medium"), ("--store-severity", "medium")):
+        cmd[cmd.index(option) + 1] = value
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if not handler.hung.wait(timeout=180):
+            proc.kill()
+            pytest.fail(f"detect never announced the alert: {proc.communicate()[1].decode()[-2000:]}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert sorted(_stored_ids(engine, namespace)) == sorted(expected)  # stored, not yet announced
+    assert read_state(engine, names)["at"] < (t0 + timedelta(seconds=200)).timestamp()  # its step: not committed
+
+    handler.hang_on = 0
+    rerun = run_detect(engine, pack, _options(namespace, **quiet), [WebhookOutput(url)])
+    assert rerun.replays == 0  # continued from the saved state: nothing replayed
+    assert rerun.renotified == 1 and rerun.new_alerts == [] and rerun.known_alerts == 1
+    assert sorted(_stored_ids(engine, namespace)) == sorted(expected)
+    delivered = [a["kaudit"]["alert"] for a in handler.received]
+    assert [d["id"] for d in delivered] == sorted(expected)
+    assert sorted(delivered[0]["audit_ids"]) == sorted(e["auditID"] for e in events)  # evidence from both runs
+    assert delivered[0]["correlation"]["measure"] == 5
+
+
+def test_without_saved_state_the_replay_still_finds_a_straddling_correlation(engine: Engine, pack,
+                                                                              tmp_path: Path) -> None:
+    """The safety net: the saved state is gone (or unusable), so the run replays from a quiet point and
+    raises the same alert."""
+    namespace = f"det{uuid.uuid4().hex[:8]}"
+    opts = BootstrapOptions(namespace=namespace)
+    apply(engine, build_plan(engine, opts), opts)
+    names = Names(namespace)
+    t0 = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=30)
+    events = _secret_reads(t0, 5, timedelta(seconds=50))
+    path = tmp_path / "harvest.log"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    ingest(engine, [str(path)], IngestOptions(namespace=namespace, dead_letter=None, refresh=True))
+    expected = {a["kaudit"]["alert"]["id"] for a in scan([str(path)], pack, min_severity="medium")}
+    write_positions(engine, names, [r.id for r in pack.rules], t0 - timedelta(minutes=10))
+    quiet = dict(overlap=timedelta(minutes=1), min_severity="medium", notify_severity="medium")
+    run_detect(engine, pack, _options(namespace, **quiet), [], now=t0 + timedelta(seconds=120))
+    engine.request("DELETE", f"/{names.state_index}/_doc/detect-state", params={"refresh": "true"})
+    out = Collector()
+    second = run_detect(engine, pack, _options(namespace, **quiet), [out])
+    assert second.replays >= 1
+    assert {a["kaudit"]["alert"]["id"] for a in out.alerts if a["rule"]["kind"] == "correlation"} == expected
