@@ -221,8 +221,20 @@ def _delete_events(engine: Engine, stream: str, audit_ids: list[str]) -> None:
         engine.request("DELETE", f"/{h['_index']}/_doc/{h['_id']}", params={"refresh": "true"})
 
 
-def test_correlation_evidence_is_carried_between_runs_and_survives_a_kill(engine: Engine, pack, tmp_path: Path,
-                                                                           hook) -> None:
+@pytest.fixture
+def harvest_pack(tmp_path: Path) -> tuple[Any, Path]:
+    """The correlation "One Client Reading Many Different Secrets" and its base rule alone."""
+    import shutil
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for name in ("secret-get-building-block.yml", "secret-get-many-names.yml"):
+        shutil.copy(default_pack_dir() / "credentials" / name, rules)
+    return load_rules([rules]), rules
+
+
+def test_correlation_evidence_is_carried_between_runs_and_survives_a_kill(engine: Engine, harvest_pack,
+                                                                           tmp_path: Path, hook) -> None:
     """A correlation whose evidence spans two runs: the first run's part lives only in the saved state
     (its documents are deleted before the second run), the second run is killed after storing the alert
     and before committing; the rerun continues from the same saved state (no replay), the alert is stored
@@ -230,6 +242,7 @@ def test_correlation_evidence_is_carried_between_runs_and_survives_a_kill(engine
     from kaudit_elk.detect.outputs import WebhookOutput
     from kaudit_elk.detect.scheduled import read_state
 
+    pack, rules_dir = harvest_pack
     url, handler = hook
     namespace = f"det{uuid.uuid4().hex[:8]}"
     opts = BootstrapOptions(namespace=namespace)
@@ -255,7 +268,7 @@ def test_correlation_evidence_is_carried_between_runs_and_survives_a_kill(engine
     _delete_events(engine, names.stream, [e["auditID"] for e in events[:2]])
 
     handler.hang_on = 1  # the run stores the alert, then hangs announcing it: killed before it commits
-    cmd = _detect_cmd(engine, namespace, url)
+    cmd = _detect_cmd(engine, namespace, url) + ["--no-default-rules", "--rules-dir", str(rules_dir)]
     for option, value in (("--overlap", "1m"), ("--min-severity", "medium"), ("--store-severity", "medium")):
         cmd[cmd.index(option) + 1] = value
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -282,10 +295,11 @@ def test_correlation_evidence_is_carried_between_runs_and_survives_a_kill(engine
     assert delivered[0]["correlation"]["measure"] == 5
 
 
-def test_without_saved_state_the_replay_still_finds_a_straddling_correlation(engine: Engine, pack,
+def test_without_saved_state_the_replay_still_finds_a_straddling_correlation(engine: Engine, harvest_pack,
                                                                               tmp_path: Path) -> None:
     """The safety net: the saved state is gone (or unusable), so the run replays from a quiet point and
     raises the same alert."""
+    pack, _ = harvest_pack
     namespace = f"det{uuid.uuid4().hex[:8]}"
     opts = BootstrapOptions(namespace=namespace)
     apply(engine, build_plan(engine, opts), opts)
@@ -304,3 +318,40 @@ def test_without_saved_state_the_replay_still_finds_a_straddling_correlation(eng
     second = run_detect(engine, pack, _options(namespace, **quiet), [out])
     assert second.replays >= 1
     assert {a["kaudit"]["alert"]["id"] for a in out.alerts if a["rule"]["kind"] == "correlation"} == expected
+
+
+def test_events_without_timestamp_are_found_by_the_run_that_covers_their_ingest_time(engine: Engine, pack,
+                                                                                       tmp_path: Path) -> None:
+    """Issue 9, case 7: an event with no timestamp is indexed at ingest time. Ingested into a stream whose
+    shard has gone search-idle and not refreshed yet, it must be found by the very next run (delay 0),
+    not one run later through the overlap."""
+    from kaudit_elk.rules.alerts import event_time
+
+    namespace = f"det{uuid.uuid4().hex[:8]}"
+    opts = BootstrapOptions(namespace=namespace)
+    apply(engine, build_plan(engine, opts), opts)
+    names = Names(namespace)
+    seed = tmp_path / "seed.log"
+    seed.write_text(json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": "seed", "verb": "get",
+                                "stage": "ResponseComplete", "user": {"username": "alice"},
+                                "requestReceivedTimestamp": "2026-01-01T00:00:00.000000Z"}) + "\n")
+    ingest(engine, [str(seed)], IngestOptions(namespace=namespace, dead_letter=None, refresh=True))
+    # every backing index idle after 1 s without searches (the default is 30 s), long refresh interval
+    engine.request("PUT", f"/{names.stream}/_settings",
+                   {"index": {"search": {"idle": {"after": "1s"}}, "refresh_interval": "30s"}})
+    time.sleep(3)
+    event = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "stage": "ResponseComplete",
+             "auditID": f"untimed-{uuid.uuid4().hex[:8]}", "requestURI": "/api/v1/namespaces", "verb": "get",
+             "user": {"username": "system:anonymous", "groups": ["system:unauthenticated"]},
+             "sourceIPs": ["203.0.113.10"], "userAgent": "curl/8.5.0",
+             "objectRef": {"resource": "namespaces", "apiVersion": "v1"}, "responseStatus": {"code": 200},
+             "annotations": {"authorization.k8s.io/decision": "allow"}}
+    assert event_time(event) is None
+    path = tmp_path / "untimed.log"
+    path.write_text(json.dumps(event) + "\n")
+    before = datetime.now(timezone.utc)
+    assert ingest(engine, [str(path)], IngestOptions(namespace=namespace, dead_letter=None)).indexed == 1
+    write_positions(engine, names, [r.id for r in pack.rules], before - timedelta(minutes=1))
+    out = Collector()
+    run_detect(engine, pack, _options(namespace, overlap=timedelta(0), notify_severity="medium"), [out])
+    assert [a["kaudit"]["alert"]["audit_ids"] for a in out.alerts] == [[event["auditID"]]]
