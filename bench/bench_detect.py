@@ -3,9 +3,10 @@
     python bench/bench_detect.py [--url http://127.0.0.1:9200] [--rate 1000] [--history-rate 20]
                                  [--hours 1,6,24] [--repeat 3]
 
-A busy cluster is synthesised from corpus templates (``detections/samples/benign-cluster.log``:
-controllers, operators, CI and people), one fresh auditID per event, plus the attack sample
-(``detections/samples``' audit log) in the window, and bulk-loaded pre-normalised.
+A busy cluster is synthesised from templates: one hour of ``bench.corpus``'s production cluster
+(control plane, kubelets, operators, CI, people; about 13k events), normalised once and replayed
+at the rate wanted with fresh auditIDs (the stages of one request keep one id), plus the attack
+sample (``scan``'s sample log) in the window; documents are bulk-loaded pre-normalised.
 
 1. **Growing history.** Two streams hold the same 10 dense minutes at ``--rate`` events/s (a
    scheduled run's 5-minute window and its 5-minute overlap). One of them then grows, stage by stage,
@@ -34,7 +35,10 @@ from typing import Any, Callable, Iterator
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import Result, report  # noqa: E402
+
+from bench.corpus import benign_events  # noqa: E402
 
 from kaudit_elk.base.config import Settings  # noqa: E402
 from kaudit_elk.cluster.bootstrap import apply, build_plan  # noqa: E402
@@ -45,8 +49,6 @@ from kaudit_elk.detect.scheduled import DetectOptions, read_state, run_detect, w
 from kaudit_elk.events.normalize import doc_id, normalize  # noqa: E402
 from kaudit_elk.rules.loader import default_pack_dir, load_rules  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-BENIGN = REPO / "detections" / "samples" / "benign-cluster.log"
 KEYS = ("requestReceivedTimestamp", "stageTimestamp")
 WINDOW = timedelta(minutes=5)
 OVERLAP = timedelta(minutes=5)
@@ -56,15 +58,13 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _templates(path: Path) -> list[dict]:
+def _templates(events: Iterator[dict]) -> list[dict]:
     """Each template event normalised once (documents are then stamped, not normalised again)."""
-    out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            doc = normalize(json.loads(line))
-            if doc is not None:
-                out.append(doc)
-    return out
+    return [doc for doc in (normalize(e) for e in events) if doc is not None]
+
+
+def _lines(path: Path) -> Iterator[dict]:
+    return (json.loads(line) for line in path.read_text().splitlines() if line.strip())
 
 
 def _stamp(doc: dict, aid: str, ts: str) -> dict:
@@ -83,7 +83,9 @@ def synth(templates: list[dict], start: float, end: float, rate: float, tag: str
     """Bulk lines for ``rate`` events/s over [start, end), cycling through the templates."""
     n = int((end - start) * rate)
     for i in range(n):
-        doc = _stamp(templates[i % len(templates)], f"{tag}-{i:010d}", _iso(start + (i + 0.5) / rate))
+        cycle, k = divmod(i, len(templates))
+        tpl = templates[k]
+        doc = _stamp(tpl, f"{tag}-{cycle}-{tpl['kubernetes']['audit'].get('auditID', k)}", _iso(start + (i + 0.5) / rate))
         yield orjson.dumps({"create": {"_id": doc_id("default", doc["kubernetes"]["audit"]["auditID"],
                                                      doc["kubernetes"]["audit"].get("stage", ""))}})
         yield orjson.dumps(doc)
@@ -215,8 +217,8 @@ def main() -> None:
     args = ap.parse_args()
     engine = connect(Settings(url=args.url, timeout=600))
     pack = load_rules([default_pack_dir()])
-    templates = _templates(BENIGN)
-    attack = _templates(sample_path())
+    templates = _templates(benign_events(days=1 / 24, seed=1))
+    attack = _templates(_lines(sample_path()))
     now = datetime.now(timezone.utc).replace(microsecond=0)
     w0 = now - timedelta(minutes=10)  # the measured window is [w0, w0 + 5m), read from w0 - overlap
     dense_start, dense_end = (w0 - OVERLAP).timestamp(), (w0 + WINDOW).timestamp()

@@ -27,7 +27,7 @@ def main() -> int:
         ["bench_scan.py", "--events", "20000" if small else "100000"],
         ["bench_ingest.py", "--url", args.url, "--events", "10000" if small else "50000"],
         ["bench_integrity.py", "--url", args.url, "--events", "10000" if small else "30000"],
-        ["bench_detect.py", "--url", args.url, "--events", "50000" if small else "1000000"],
+        ["bench_detect.py", "--url", args.url, *(["--rate", "200", "--history-rate", "5", "--repeat", "1"] if small else [])],
         ["bench_serve.py", "--url", args.url, "--seconds", "3" if small else "8", "--ship-events",
          "10000" if small else "40000"],
     ]
