@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         since: Annotated[Optional[str], typer.Option(help="Backfill from (ISO8601 or now-7d); positions are not moved")] = None,
         until: Annotated[Optional[str], typer.Option(help="Backfill until (default: now - delay)")] = None,
         min_severity: Annotated[Severity, typer.Option("--min-severity", help="Alerts below are stored but not sent to the outputs")] = Severity.medium,
-        store_severity: Annotated[Severity, typer.Option("--store-severity", help="Alerts below are not even stored")] = Severity.informational,
+        store_severity: Annotated[Severity, typer.Option("--store-severity", help="Alerts below are not even stored (nor sent)")] = Severity.low,
         webhook: Annotated[list[str], typer.Option("--webhook", help="POST new alerts as JSON to this URL (repeatable)")] = [],  # noqa: B006
         alertmanager: Annotated[list[str], typer.Option("--alertmanager", help="Alertmanager base URL (repeatable)")] = [],  # noqa: B006
         stdout: Annotated[bool, typer.Option("--stdout/--no-stdout", help="Print new alerts as NDJSON on stdout")] = True,
@@ -133,7 +133,8 @@ def register(app: typer.Typer) -> None:
                 initial_lookback=parse_duration(initial_lookback, "--initial-lookback"),
                 since=parse_time(since, "--since", now) if since else None,
                 until=parse_time(until, "--until", now) if until else None,
-                min_severity=store_severity.value, notify_severity=min_severity.value,
+                min_severity=min(store_severity.value, min_severity.value, key=severity_rank),
+                notify_severity=min_severity.value,
             )
             if until and not since:
                 raise ConfigError("--until needs --since")

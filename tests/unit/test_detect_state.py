@@ -119,3 +119,10 @@ def test_backfill_steps_merge_empty_stretches_and_split_dense_ones() -> None:
     assert len(steps) == 3
     # no step holds more than step_hits unless one bucket alone does
     assert steps[0] == (T0, T0 + timedelta(minutes=301))
+
+
+def test_backfill_steps_are_never_longer_than_max_step() -> None:
+    end = T0 + timedelta(hours=3)
+    steps = backfill_steps([_b(5, 30)], T0, end, step_hits=100, max_step=timedelta(hours=1))
+    assert steps == [(T0, T0 + timedelta(hours=1)), (T0 + timedelta(hours=1), T0 + timedelta(hours=2)),
+                     (T0 + timedelta(hours=2), end)]
