@@ -101,14 +101,15 @@ def _state_recorded(engine: Engine, names: Names) -> bool | None:
     return bool(body and body.get("found"))
 
 
-def require_bootstrapped(engine: Engine, namespace: str) -> None:
-    """Raise :class:`NotBootstrapped` (exit 2) unless ``namespace`` is ready for ``ingest``/``serve``."""
+def require_bootstrapped(engine: Engine, namespace: str, purpose: str = "write") -> None:
+    """Raise :class:`NotBootstrapped` (exit 2) unless ``namespace`` is ready for ``ingest``/``serve``
+    (``purpose`` "detect": for ``detect``, which reads the stream and writes alerts and state)."""
     names = Names(namespace)
     hint = f"run `kaudit-elk bootstrap --namespace {namespace}` first"
     found = squatter(engine, namespace)
     if found is not None:
-        raise NotBootstrapped(f"cannot write to namespace {namespace!r}: {found.explain(names)}; {hint} "
-                              "(it explains the repair)")
+        raise NotBootstrapped(f"cannot {'detect in' if purpose == 'detect' else 'write to'} namespace "
+                              f"{namespace!r}: {found.explain(names)}; {hint} (it explains the repair)")
     template = _template_owned(engine, names)
     if template:
         return
@@ -120,6 +121,11 @@ def require_bootstrapped(engine: Engine, namespace: str) -> None:
             f"cannot tell whether namespace {namespace!r} was bootstrapped: this user may read neither index "
             f"templates nor {names.state_index}; grant the cluster privilege monitor or read on "
             f"{names.state_index}, or {hint}")
+    if purpose == "detect":
+        raise NotBootstrapped(
+            f"namespace {namespace!r} was never bootstrapped on this cluster (no index template "
+            f"{names.audit_template}, no {names.state_index}): there is nothing to detect in and nowhere to store "
+            f"alerts; {hint} (and ingest into it), or pass the --namespace you ingest into")
     raise NotBootstrapped(
         f"namespace {namespace!r} was never bootstrapped on this cluster (no index template {names.audit_template}); "
         f"{hint}: writing now would create {names.stream} with dynamic mappings that lose events")

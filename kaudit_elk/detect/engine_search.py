@@ -307,22 +307,43 @@ def _rule_ids_hit(hit: Mapping[str, Any]) -> list[str]:
     return list(mq.keys()) if isinstance(mq, dict) else list(mq)
 
 
+def union_hits(parts: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The hits of several clause groups' searches, each document (by ``_index``, ``_id``) once with the
+    union of its ``matched_queries`` (a list), in order of first appearance."""
+    if len(parts) == 1:
+        return list(parts[0])
+    out: dict[tuple[Any, str], dict[str, Any]] = {}
+    for hits in parts:
+        for hit in hits:
+            key = (hit.get("_index"), hit["_id"])
+            prev = out.get(key)
+            if prev is None:
+                out[key] = dict(hit, matched_queries=_rule_ids_hit(hit))
+            else:
+                prev["matched_queries"] = list(dict.fromkeys(prev["matched_queries"] + _rule_ids_hit(hit)))
+    return list(out.values())
+
+
 # --------------------------------------------------------------------------- lookback / history
 
 
-def quiet_point(engine: "Engine", index: str, query: dict[str, Any], start: float, span: float,
-                floor: float) -> float:
-    """Latest time T <= start with no ``query`` match in [T - span, T), not earlier than ``floor``."""
+def quiet_point(engine: "Engine", index: str, query: dict[str, Any] | Sequence[dict[str, Any]], start: float,
+                span: float, floor: float) -> float:
+    """Latest time T <= start with no ``query`` match in [T - span, T), not earlier than ``floor``;
+    ``query`` may be several queries (clause groups): then no match of any of them."""
+    queries = [query] if isinstance(query, dict) else list(query)
     t = start
     for _ in range(_MAX_QUIET_STEPS):
         window = {"range": {"@timestamp": {"gte": _ms(t - span), "lt": _ms(t, up=True), "format": "epoch_millis"}}}
-        body = {"size": 1, "query": {"bool": {"filter": [query, window]}},
-                "sort": [{"@timestamp": "asc"}], "_source": False, "track_total_hits": False}
-        hits = engine.request("POST", f"/{index}/_search", body=body)["hits"]["hits"]
-        if not hits:
-            return t
-        first = hits[0]["sort"][0] / 1000.0
-        if first >= t:
+        first: float | None = None
+        for q in queries:
+            body = {"size": 1, "query": {"bool": {"filter": [q, window]}},
+                    "sort": [{"@timestamp": "asc"}], "_source": False, "track_total_hits": False}
+            hits = engine.request("POST", f"/{index}/_search", body=body)["hits"]["hits"]
+            if hits:
+                found = hits[0]["sort"][0] / 1000.0
+                first = found if first is None else min(first, found)
+        if first is None or first >= t:
             return t
         t = first
         if t <= floor:
@@ -342,8 +363,8 @@ def correlation_lookback(engine: "Engine", index: str, pack: RulePack, compiled:
         clauses = named_query(compiled, bases)
         if not clauses:
             continue
-        query = {"bool": {"should": clauses, "minimum_should_match": 1}}
-        t = quiet_point(engine, index, query, start, span, start - max_lookback)
+        queries = [{"bool": {"should": g, "minimum_should_match": 1}} for g in clause_groups(clauses)]
+        t = quiet_point(engine, index, queries, start, span, start - max_lookback)
         back = max(back, start - t)
     return back
 
@@ -577,28 +598,42 @@ class EngineDetector:
         rules = self.active if self.active is not None else self.clauses
         return [self.clauses[r] for r in rules]
 
-    def _matching(self) -> dict[str, Any]:
-        return {"bool": {"should": self._should(), "minimum_should_match": 1}}
+    def _groups(self) -> list[dict[str, Any]]:
+        """The current rules' named clauses as ``bool.should`` queries, one per clause group: a pack
+        beyond the engines' clause limit is read with one request per group (:func:`clause_groups`)."""
+        return [{"bool": {"should": g, "minimum_should_match": 1}} for g in clause_groups(self._should())]
 
     def _plan(self, a: int, b: int, events: bool = False) -> tuple[list[tuple[int, int, int]], int, int]:
         """One request: (non-empty buckets of [a, b) as (start ms, matching documents, events), their
         width in ms, the events stored in [a, b)) — events per bucket and in all only when asked, and
-        then also which rules match anything in [a, b) (:attr:`active`)."""
+        then also which rules match anything in [a, b) (:attr:`active`). With several clause groups a
+        bucket's matching documents are the largest count of any group (each group's slice fetch
+        then fits in what is planned for it)."""
         width = max(1, -(-(b - a) // _BUCKETS))
         hist = {"date_histogram": {"field": "@timestamp", "fixed_interval": f"{width}ms", "min_doc_count": 1}}
+        groups = self._groups()
+        per_group = {f"m{i}": {"filter": g, "aggs": {"t": hist}} for i, g in enumerate(groups)}
         if events:
+            # each filter of a filters aggregation is a query of its own: the clause limit holds per rule
             body = {"size": 0, "track_total_hits": True, "query": {"bool": {"filter": [self._ms_range(a, b)]}},
-                    "aggs": {"e": hist, "m": {"filter": self._matching(), "aggs": {"t": hist}},
+                    "aggs": {"e": hist, **per_group,
                              "r": {"filters": {"filters": {r: self.clauses[r] for r in self.clauses}}}}}
-        else:
+        elif len(groups) == 1:  # only the matching documents are visited
             body = {"size": 0, "track_total_hits": False,
-                    "query": {"bool": {"filter": [self._ms_range(a, b), self._matching()]}}, "aggs": {"t": hist}}
+                    "query": {"bool": {"filter": [self._ms_range(a, b), groups[0]]}},
+                    "aggs": {"m0": {"filter": {"match_all": {}}, "aggs": {"t": hist}}}}
+        else:
+            body = {"size": 0, "track_total_hits": False, "query": {"bool": {"filter": [self._ms_range(a, b)]}},
+                    "aggs": per_group}
         resp = self._request(body)
         aggs = resp["aggregations"]
         per_events = {int(x["key"]): int(x["doc_count"]) for x in aggs["e"]["buckets"]} if events else {}
-        matched = aggs["m"]["t"]["buckets"] if events else aggs["t"]["buckets"]
-        buckets = [(int(x["key"]), int(x["doc_count"]), per_events.get(int(x["key"]), 0))
-                   for x in matched if x["doc_count"]]
+        most: dict[int, int] = {}
+        for i in range(len(groups)):
+            for x in aggs[f"m{i}"]["t"]["buckets"]:
+                k = int(x["key"])
+                most[k] = max(most.get(k, 0), int(x["doc_count"]))
+        buckets = [(k, m, per_events.get(k, 0)) for k, m in sorted(most.items()) if m]
         if events:  # buckets with events and no match count for progress too
             have = {k for k, _, _ in buckets}
             buckets += [(k, 0, n) for k, n in per_events.items() if k not in have and n]
@@ -650,29 +685,41 @@ class EngineDetector:
 
     def _fetch(self, a: int, b: int, n: int) -> list[dict[str, Any]]:
         """Every matching document of one slice (unordered), with the fields alerts need: one request
-        (sorted pages only for a millisecond holding more than a page)."""
-        query = {"bool": {"filter": [self._ms_range(a, b)], "should": self._should(), "minimum_should_match": 1}}
+        per clause group (sorted pages only for a millisecond holding more than a page)."""
         size = n if self._pit is not None else min(_RESULT_WINDOW, n + n // 10 + 100)
-        hits: list[dict[str, Any]] = []
-        if size <= _RESULT_WINDOW:
-            body = {"size": size, "query": query, "sort": ["_doc"], "_source": self.source, "track_total_hits": False}
-            hits = self._request(body)["hits"]["hits"]
-        if size > _RESULT_WINDOW or (self._pit is None and len(hits) >= size):
-            # one millisecond holding more than a page, or documents arrived since planning: sorted pages
-            hits = list(search_hits(self.engine, self.index, query, source=self.source, page_size=self.page_size))
-            self.stats.requests += 3 + len(hits) // self.page_size  # with its own point-in-time
-        return hits
+        parts = []
+        for group in self._groups():
+            query = {"bool": {"filter": [self._ms_range(a, b), group]}}
+            hits: list[dict[str, Any]] = []
+            if size <= _RESULT_WINDOW:
+                body = {"size": size, "query": query, "sort": ["_doc"], "_source": self.source,
+                        "track_total_hits": False}
+                hits = self._request(body)["hits"]["hits"]
+            if size > _RESULT_WINDOW or (self._pit is None and len(hits) >= size):
+                # one millisecond holding more than a page, or documents arrived since planning: sorted pages
+                hits = list(search_hits(self.engine, self.index, query, source=self.source, page_size=self.page_size))
+                self.stats.requests += 3 + len(hits) // self.page_size  # with its own point-in-time
+            parts.append(hits)
+        return union_hits(parts)
 
     def _fetch_window(self, a: int, b: int) -> tuple[list[dict[str, Any]] | None, int]:
-        """The common case in one request: every matching document of [a, b) when there are at most
-        SLICE_HITS (None when there are more), and the events stored there."""
-        body = {"size": SLICE_HITS, "query": {"bool": {"filter": [self._ms_range(a, b)]}},
-                "post_filter": self._matching(), "sort": ["_doc"], "_source": self.source, "track_total_hits": False,
-                "aggs": {"n": {"filter": {"match_all": {}}}}}  # aggregations see the query's hits: every event
-        resp = self._request(body)
-        total = int(resp["aggregations"]["n"]["doc_count"])
-        hits = resp["hits"]["hits"]
-        return (None if len(hits) >= SLICE_HITS else hits), total
+        """The common case in one request per clause group: every matching document of [a, b) when
+        each group matches fewer than SLICE_HITS (None otherwise), and the events stored there."""
+        parts, total = [], 0
+        for i, group in enumerate(self._groups()):
+            body: dict[str, Any] = {"size": SLICE_HITS, "query": {"bool": {"filter": [self._ms_range(a, b)]}},
+                                    "post_filter": group, "sort": ["_doc"], "_source": self.source,
+                                    "track_total_hits": False}
+            if i == 0:  # aggregations see the query's hits: every event
+                body["aggs"] = {"n": {"filter": {"match_all": {}}}}
+            resp = self._request(body)
+            if i == 0:
+                total = int(resp["aggregations"]["n"]["doc_count"])
+            hits = resp["hits"]["hits"]
+            if len(hits) >= SLICE_HITS:
+                return None, total
+            parts.append(hits)
+        return union_hits(parts), total
 
     def _refetch_whole(self, hits: list[dict[str, Any]]) -> None:
         """Documents a prefilter-only rule matched (checked on the whole event) or without an auditID

@@ -28,7 +28,7 @@ from __future__ import annotations
 import base64
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Protocol
 
@@ -36,6 +36,7 @@ import orjson
 
 from kaudit_elk.base.errors import KauditError
 from kaudit_elk.cluster.engine import Engine, EngineRequestError
+from kaudit_elk.cluster.namespace import require_bootstrapped
 from kaudit_elk.cluster.templates import Names
 from kaudit_elk.detect.engine_search import EngineDetector
 from kaudit_elk.rules.alerts import severity_rank
@@ -308,15 +309,76 @@ def notify(outputs: list[Output], alerts: list[Alert]) -> None:
 
 
 # -- the run ----------------------------------------------------------------------------------------
-def refresh_stream(engine: Engine, names: Names) -> None:
-    """Make every event indexed so far searchable before the window is read. Events the engine has
-    received but not yet refreshed (up to the refresh interval; longer on an Elasticsearch shard gone
-    search-idle, which a point-in-time does not wake) would otherwise be passed and found only by the
-    next run's overlap. Best effort: a role without the refresh privilege relies on ``--delay``."""
+def _seconds(value: Any) -> float | None:
+    """An index setting's time value ('5s', '500ms', '1m') in seconds; None for -1 or unreadable."""
+    from kaudit_elk.cluster.retention import parse_age
+
+    text = str(value).strip()
+    if text.startswith("-"):
+        return None
     try:
-        engine.request("POST", f"/{names.stream}/_refresh", ignore=(404,))
+        return parse_age(text[:-2] + "s") / 1000.0 if text.endswith("ms") else float(parse_age(text))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """How soon an event the engine has received is searchable in the audit stream, from what the
+    detector may read (the index settings; it may not refresh a stream it only reads)."""
+
+    lag: float = 0.0  # the longest explicit refresh interval of the backing indices (seconds)
+    idle_possible: bool = False  # a backing index without an explicit interval: it may go search-idle
+    disabled: tuple[str, ...] = ()  # backing indices with refresh turned off (-1)
+    exists: bool = True  # False: the stream was not created yet (nothing ingested)
+
+
+def stream_visibility(engine: Engine, names: Names) -> Visibility:
+    """The stream's refresh settings (``view_index_metadata`` / ``indices:monitor/settings/get``, which
+    the detector role has); nothing known when they cannot be read."""
+    try:
+        body = engine.request("GET", f"/{names.stream}/_settings/index.refresh_interval",
+                              params={"flat_settings": "true"}, ignore=(404,))
+    except EngineRequestError:
+        return Visibility()
+    if body is None:
+        return Visibility(exists=False)
+    lag, idle, off = 0.0, False, []
+    for index, item in sorted((body or {}).items()):
+        value = ((item or {}).get("settings") or {}).get("index.refresh_interval")
+        if value is None:
+            idle, lag = True, max(lag, 1.0)  # the default interval, skipped while the shard is search-idle
+            continue
+        seconds = _seconds(value)
+        if seconds is None:
+            off.append(index)
+        else:
+            lag = max(lag, seconds)
+    return Visibility(lag, idle, tuple(off))
+
+
+def wake_stream(engine: Engine, names: Names) -> None:
+    """A plain search: a shard gone search-idle (no explicit refresh interval) refreshes before it
+    answers, so what it holds is searchable before the window is read (a point-in-time alone does not
+    wake it). The detector only reads the stream: it never calls ``_refresh`` there."""
+    try:
+        engine.request("POST", f"/{names.stream}/_search", {"size": 0, "track_total_hits": False}, ignore=(404,))
     except EngineRequestError:
         pass
+
+
+def effective_delay(options: DetectOptions, seen: Visibility, notes: list[str]) -> timedelta:
+    """``--delay``, but never shorter than the stream's refresh interval: a scheduled window must not
+    end where events may still be invisible (they would be passed, and with a short overlap lost)."""
+    if seen.disabled:
+        notes.append(f"detect: refresh is turned off on {', '.join(seen.disabled)} (index.refresh_interval -1): "
+                     "events there are searchable only after someone refreshes it")
+    lag = timedelta(seconds=seen.lag)
+    if lag <= options.delay:
+        return options.delay
+    notes.append(f"detect: the audit stream refreshes every {seen.lag:g}s, so windows end {seen.lag:g}s ago "
+                 f"(--delay {options.delay.total_seconds():g}s is shorter)")
+    return lag
 
 
 def finish_window(engine: Engine, names: Names, alerts: list[Alert], options: DetectOptions, outputs: list[Output],
@@ -373,6 +435,7 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
     rule_ids = [r.id for r in pack.rules]
     began = time.monotonic()
 
+    require_bootstrapped(engine, options.namespace, purpose="detect")
     pending = pending_alerts(engine, names)
     if pending:
         notify(outputs, pending)
@@ -382,7 +445,15 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
         result.renotified += incident_store.resend_pending(engine, names, incidents)
 
     scheduled = options.since is None
-    refresh_stream(engine, names)
+    seen = stream_visibility(engine, names)
+    if seen.idle_possible:
+        wake_stream(engine, names)
+    if not seen.exists:
+        result.notes.append(f"detect: nothing was ingested into namespace {options.namespace!r} yet "
+                            f"({names.stream} does not exist): nothing to search")
+        return result
+    if scheduled:
+        options = replace(options, delay=effective_delay(options, seen, result.notes))
     with EngineDetector(engine, names.stream, pack) as detector:
         total: int | None = None
         density = None

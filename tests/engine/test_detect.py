@@ -320,11 +320,12 @@ def test_without_saved_state_the_replay_still_finds_a_straddling_correlation(eng
     assert {a["kaudit"]["alert"]["id"] for a in out.alerts if a["rule"]["kind"] == "correlation"} == expected
 
 
-def test_events_without_timestamp_are_found_by_the_run_that_covers_their_ingest_time(engine: Engine, pack,
-                                                                                       tmp_path: Path) -> None:
-    """Issue 9, case 7: an event with no timestamp is indexed at ingest time. Ingested into a stream whose
-    shard has gone search-idle and not refreshed yet, it must be found by the very next run (delay 0),
-    not one run later through the overlap."""
+def test_events_not_yet_searchable_are_never_passed_by_a_window(engine: Engine, pack, tmp_path: Path) -> None:
+    """Issue 9, case 7: an event with no timestamp is stamped with the ingest time, and is searchable only
+    after the stream's next refresh. The detector may not refresh a stream it only reads (its role lacks
+    the privilege), so a scheduled window never ends within the stream's refresh interval: with
+    ``--delay 0`` and no overlap the event is found by the run after its refresh, exactly once; a window
+    reaching to "now" would pass it and, with no overlap, lose it."""
     from kaudit_elk.rules.alerts import event_time
 
     namespace = f"det{uuid.uuid4().hex[:8]}"
@@ -336,10 +337,7 @@ def test_events_without_timestamp_are_found_by_the_run_that_covers_their_ingest_
                                 "stage": "ResponseComplete", "user": {"username": "alice"},
                                 "requestReceivedTimestamp": "2026-01-01T00:00:00.000000Z"}) + "\n")
     ingest(engine, [str(seed)], IngestOptions(namespace=namespace, dead_letter=None, refresh=True))
-    # every backing index idle after 1 s without searches (the default is 30 s), long refresh interval
-    engine.request("PUT", f"/{names.stream}/_settings",
-                   {"index": {"search": {"idle": {"after": "1s"}}, "refresh_interval": "30s"}})
-    time.sleep(3)
+    engine.request("PUT", f"/{names.stream}/_settings", {"index": {"refresh_interval": "8s"}})
     event = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "stage": "ResponseComplete",
              "auditID": f"untimed-{uuid.uuid4().hex[:8]}", "requestURI": "/api/v1/namespaces", "verb": "get",
              "user": {"username": "system:anonymous", "groups": ["system:unauthenticated"]},
@@ -353,5 +351,68 @@ def test_events_without_timestamp_are_found_by_the_run_that_covers_their_ingest_
     assert ingest(engine, [str(path)], IngestOptions(namespace=namespace, dead_letter=None)).indexed == 1
     write_positions(engine, names, [r.id for r in pack.rules], before - timedelta(minutes=1))
     out = Collector()
+    started = datetime.now(timezone.utc)
+    first = run_detect(engine, pack, _options(namespace, overlap=timedelta(0), notify_severity="medium"), [out])
+    assert first.windows and first.windows[-1][1] < started - timedelta(seconds=7)  # 8 s before its own "now"
+    assert any("refreshes every 8s" in n for n in first.notes)
+    time.sleep(9)  # the stream's next refresh
     run_detect(engine, pack, _options(namespace, overlap=timedelta(0), notify_severity="medium"), [out])
     assert [a["kaudit"]["alert"]["audit_ids"] for a in out.alerts] == [[event["auditID"]]]
+
+
+def test_detect_on_a_namespace_never_bootstrapped_says_to_bootstrap(engine: Engine) -> None:
+    """Exit 2 with what to do, not an engine error (exit 3) with a raw 404; nothing is created."""
+    namespace = f"never{uuid.uuid4().hex[:8]}"
+    run = subprocess.run([sys.executable, "-m", "kaudit_elk", "detect", "--url", engine.settings.url,
+                          "--namespace", namespace], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert f"kaudit-elk bootstrap --namespace {namespace}" in run.stderr
+    assert "404" not in run.stderr and "index_not_found" not in run.stderr
+    names = Names(namespace)
+    for index in (names.alerts_index, names.state_index, names.stream):
+        assert engine.request("GET", f"/{index}", ignore=(404,)) is None
+
+
+def _wide_rules(rules_dir: Path, n_rules: int, n_selections: int) -> None:
+    """User rules that, with the shipped pack, make one search far beyond the engines' clause limit
+    (OpenSearch: 1024 leaf queries): each watches ``n_selections`` (object name, namespace) pairs, among
+    them objects the sample's attack steps touch (so one document matches rules in several clause
+    groups)."""
+    rules_dir.mkdir()
+    for i in range(n_rules):
+        detection: dict[str, Any] = {
+            f"sel{k:04d}": {"objectRef.name": f"watched-{i}-{k}", "objectRef.namespace": f"ns-{k}"}
+            for k in range(n_selections - 2)}
+        detection["sel_tls"] = {"objectRef.name": "api-tls", "objectRef.namespace": "payments"}
+        detection["sel_debug"] = {"objectRef.name|startswith": "node-debug", "objectRef.namespace": "default"}
+        detection["condition"] = "1 of sel*"
+        body = {"title": f"Watched Object Touched {i}", "id": str(uuid.UUID(int=0xC1A05E + i)), "status": "test",
+                "description": "Test rule: many watched objects.", "author": "test", "date": "2026-01-01",
+                "level": "medium", "logsource": {"product": "kubernetes", "service": "audit"}, "detection": detection}
+        (rules_dir / f"watched-{i}.yml").write_text(json.dumps(body))
+
+
+def test_a_pack_beyond_the_clause_limit_is_read_in_clause_groups(engine: Engine, pack, tmp_path: Path) -> None:
+    """The shipped pack plus 2,400 leaf queries of user rules: every read is split into clause groups
+    (one request each, hits united by document with all their rules), and both a backfill and a
+    scheduled run store exactly the alerts scan raises with the same pack."""
+    from kaudit_elk.detect.engine_search import CLAUSE_BUDGET, compile_pack, leaf_count, named_query
+    from kaudit_elk.rules.compiler import QueryTarget
+
+    rules = tmp_path / "wide"
+    _wide_rules(rules, 4, 300)
+    big = load_rules([default_pack_dir(), rules])
+    compiled = compile_pack(big, QueryTarget.for_engine(engine))
+    assert leaf_count(named_query(compiled, list(compiled))) > 1024 + CLAUSE_BUDGET
+    recent = _prepare(engine, big, tmp_path, datetime.now(timezone.utc) - timedelta(hours=2))
+    ns = recent["namespace"]
+    watched = {a["kaudit"]["alert"]["id"] for a in scan([str(recent["path"])], big, min_severity="low")
+               if a["rule"]["name"].startswith("Watched Object Touched")}
+    assert watched  # the user rules match documents the shipped rules match too
+    out = Collector()
+    backfill = run_detect(engine, big, _options(ns, since=datetime.now(timezone.utc) - timedelta(hours=4)), [out])
+    assert {a["kaudit"]["alert"]["id"] for a in out.alerts} == recent["expected"]
+    assert not backfill.positions_moved
+    scheduled = run_detect(engine, big, _options(ns), [out])
+    assert scheduled.new_alerts == [] and scheduled.known_alerts == len(recent["expected"])
+    assert sorted(_stored_ids(engine, ns)) == sorted(recent["expected"])
