@@ -5,7 +5,8 @@ Each run, for the whole rule pack:
 1. reads every rule's last searched position and the saved detection state (correlation groups,
    new-terms history, undecided request stages) from ``kaudit-state-<namespace>`` (rules without a
    position start ``initial_lookback`` ago);
-2. searches from the earliest position minus ``overlap`` (late events) to ``now - delay``, never
+2. searches from the earliest position minus ``overlap`` (late events) to ``now - delay`` (``delay`` never
+   shorter than the stream's refresh interval: :func:`effective_delay`), never
    further back than ``max_lookback``, in steps of at most ``max_step`` (catch-up after downtime
    happens in bounded steps, each one committed before the next). The saved state is the state after
    the events before that start, so a run reads only its window; without a usable state (first run,
