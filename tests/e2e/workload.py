@@ -129,9 +129,22 @@ def _cronjob(a: Attack) -> None:
 
 
 # -- exec -----------------------------------------------------------------------------------------
-@technique("pod-exec-or-attach")
+@technique("person-exec-into-application-pod")
 def _exec(a: Attack) -> None:
-    a.exec_("ls", "/")
+    a.exec_("ls", "/")  # a person into an application pod: the low-severity sibling (it joins their incident)
+
+
+@technique("pod-exec-or-attach")
+def _sa_exec(a: Attack) -> None:
+    # a stolen service-account token that may exec into pods of another namespace, used to do so
+    if not a.intruder_token:
+        _token_request(a)
+    name = f"victim-{a.tag}"
+    a.kube.apply(ADMIN, _pod(name, "default"))
+    a.admin("create", "role", f"exec-{a.tag}", "-n", "default", "--verb=get,create", "--resource=pods,pods/exec")
+    a.admin("create", "rolebinding", f"exec-{a.tag}", "-n", "default", f"--role=exec-{a.tag}",
+            f"--serviceaccount={a.ns}:intruder")
+    a.kube.kubectl(None, "exec", "-n", "default", name, "--", "ls", "/", token=a.intruder_token, check=False)
 
 
 @technique("exec-reads-token-or-credentials")
@@ -282,7 +295,8 @@ def _sa_rbac(a: Attack) -> None:
     if not a.intruder_token:
         _token_request(a)
         _bind_admin(a)
-    a.kube.kubectl(None, "create", "rolebinding", "persist", "-n", a.ns, "--clusterrole=cluster-admin",
+    # outside its own namespace (a service account managing RBAC of its own namespace is not alerted)
+    a.kube.kubectl(None, "create", "clusterrolebinding", f"persist-{a.tag}", "--clusterrole=cluster-admin",
                    f"--serviceaccount={a.ns}:default", token=a.intruder_token)
 
 
