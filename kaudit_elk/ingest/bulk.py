@@ -191,7 +191,8 @@ class Ingester:
         self._backing_indices = 0
         self._stream_info_at = 0.0
         self.native = fastpath.line_normalizer(self.norm)
-        self.chain = integrity.ChainWriter(engine, options.namespace, self.stream, options.writer) \
+        self.chain = integrity.ChainWriter(engine, options.namespace, self.stream, options.writer,
+                                           retry_for=options.retry_for) \
             if options.integrity else None
         self._refresh_stream_info()
 
