@@ -42,7 +42,9 @@ def test_engine_restart_mid_ingest_loses_and_duplicates_nothing(
     options = BootstrapOptions(namespace=namespace)
     apply(engine, build_plan(engine, options), options)
     template = json.loads((corpus_dir / "audit2rbac" / "demo.log").read_text().splitlines()[0])
-    total = 100000  # enough that the native fast path is still sending when the engine stops
+    # enough, in small batches, that the native fast path is still sending when the engine stops (100k in 64 KiB
+    # batches finished before `scripts/engines down` took effect on a quiet machine)
+    total = 200000
     path = tmp_path / "big.log"
     with path.open("w") as fh:
         for i in range(total):
@@ -53,7 +55,7 @@ def test_engine_restart_mid_ingest_loses_and_duplicates_nothing(
     def run() -> None:
         try:
             result["stats"] = ingest(engine, [str(path)], IngestOptions(
-                namespace=namespace, batch_bytes=64 * 1024, workers=2, dead_letter=str(tmp_path / "dl.ndjson"),
+                namespace=namespace, batch_bytes=16 * 1024, workers=2, dead_letter=str(tmp_path / "dl.ndjson"),
                 retry_for=240, backoff_initial=0.2, backoff_max=2.0))
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             result["error"] = exc
