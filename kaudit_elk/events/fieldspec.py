@@ -62,6 +62,7 @@ Decisions (written down because rules and dashboards depend on them):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 ECS_VERSION: Final = "8.11.0"
@@ -182,47 +183,181 @@ CONTAINER_LISTS: Final = ("containers", "initContainers", "ephemeralContainers")
 #: Keys that make an object at a POD_SPEC_PATHS location a pod spec (any one, non-null). Volumes and
 #: host-namespace flags count too: a patch or a partial spec may carry them without containers.
 POD_SPEC_MARKERS: Final = (*CONTAINER_LISTS, "volumes", "hostNetwork", "hostPID", "hostIPC")
-HOST_NAMESPACE_FLAGS: Final = (
-    ("hostNetwork", "kaudit.pod.host_network"),
-    ("hostPID", "kaudit.pod.host_pid"),
-    ("hostIPC", "kaudit.pod.host_ipc"),
+
+# ---- the typed fields: one row each ---------------------------------------------------------
+# A row declares a ``kaudit.*`` field once: its mapping type (the index template reads
+# :data:`KAUDIT_FIELDS`, derived from the rows), what it means, an example record and the value the
+# field must hold in that record's document. tests/unit/test_spec_rows.py runs every example through
+# the Python normalizer and the native fast path, tests/engine/test_spec_rows_engine.py through the
+# engine's ``_simulate`` with the server-side pipeline (envelope rows excepted: envelopes are split
+# client-side).
+#
+# Pod-spec rows (``kaudit.pod.*``) also carry their extraction rule, and the three executions of it are
+# generated from the rows (``python -m kaudit_elk.events.codegen``; tests/unit/test_codegen.py fails when
+# the committed output differs): ``kaudit_elk/events/podfields.py``, ``native/src/podfields.rs`` and
+# ``index_templates/audit-pipeline-pod-fields.painless``. A rule is
+#
+# ``sources``
+#     where the values are, in order: ``pod:<path>`` inside each pod spec, ``container:<path>`` inside
+#     each container (:data:`CONTAINER_LISTS`, in that order); path steps are dotted keys (each step must
+#     be an object), ``[]`` walks a list. Per pod spec the ``pod:`` sources are read before the
+#     containers; the specs are walked request body first.
+# ``value``
+#     which values count: ``true`` (JSON true), ``str``, ``nonempty_str``, ``int`` (an integer, not a
+#     float), ``nonnull`` (anything but null).
+# ``reducer``
+#     ``any``: boolean, true when any value counts (false otherwise, always present with a pod spec);
+#     ``unique``: the counted values de-duplicated in first-seen order (absent when none);
+#     ``first``: the first counted value (absent when none).
+#
+# The other families (``rbac``, ``service``, ``exec``, ``body``, ``envelope``) are not table-shaped
+# (RBAC rules, the exec URI's query, truncation, provider envelopes); their rows name the hand-written
+# function that extracts them in each execution (``by``), and their examples hold those functions to the
+# row the same way.
+
+#: Pod-spec rule reducers and value kinds (see above).
+REDUCERS: Final = ("any", "unique", "first")
+VALUE_KINDS: Final = ("true", "str", "nonempty_str", "int", "nonnull")
+
+
+@dataclass(frozen=True)
+class TypedField:
+    """One typed ``kaudit.*`` field: mapping type, meaning, example row and (pod fields) extraction rule."""
+
+    name: str
+    type: str  # mapping type (TYPED_FIELDS)
+    doc: str
+    example: dict[str, Any]  # an event fragment merged over EXAMPLE_BASE, or a provider envelope
+    expected: Any  # the value the field holds in the example's document
+    sources: tuple[str, ...] = ()  # pod-spec rule: "pod:<path>" / "container:<path>"
+    value: str = ""  # pod-spec rule: one of VALUE_KINDS
+    reducer: str = ""  # pod-spec rule: one of REDUCERS
+    by: str = ""  # not generated: the hand-written extractor (normalize.py / fields.rs / painless)
+
+    @property
+    def generated(self) -> bool:
+        """True when the executions of this field are generated from its rule."""
+        return bool(self.sources)
+
+
+#: The audit Event an example fragment is merged over.
+EXAMPLE_BASE: Final[dict[str, Any]] = {
+    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse", "auditID": "spec-row",
+    "stage": "ResponseComplete", "verb": "create", "requestReceivedTimestamp": "2026-01-01T00:00:00.000001Z",
+    "stageTimestamp": "2026-01-01T00:00:00.5Z", "user": {"username": "alice"}, "sourceIPs": ["10.0.0.1"],
+}
+_POD: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "pods", "namespace": "d", "name": "p", "apiVersion": "v1"},
+    "requestObject": {"kind": "Pod", "spec": {
+        "hostNetwork": True, "hostPID": True, "hostIPC": True, "serviceAccountName": "builder",
+        "securityContext": {"runAsUser": 1000},
+        "volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}],
+        "containers": [{"name": "c", "image": "nginx:1.27", "ports": [{"containerPort": 22, "hostPort": 2222}],
+                        "securityContext": {"privileged": True, "allowPrivilegeEscalation": True, "runAsUser": 0,
+                                            "capabilities": {"add": ["NET_ADMIN"]}}}]}},
+}
+_ROLE: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "clusterroles", "name": "r", "apiGroup": "rbac.authorization.k8s.io"},
+    "requestObject": {"kind": "ClusterRole", "rules": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"], "resourceNames": ["db-password"]},
+        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]},
+}
+_BINDING: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "clusterrolebindings", "name": "b", "apiGroup": "rbac.authorization.k8s.io"},
+    "requestObject": {"kind": "ClusterRoleBinding", "subjects": [{"kind": "User", "name": "eve"}],
+                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}},
+}
+_SERVICE: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "services", "namespace": "d", "name": "s", "apiVersion": "v1"},
+    "requestObject": {"kind": "Service", "spec": {"type": "NodePort"}},
+}
+_EXEC: Final[dict[str, Any]] = {
+    "objectRef": {"resource": "pods", "subresource": "exec", "namespace": "d", "name": "p", "apiVersion": "v1"},
+    "requestURI": "/api/v1/namespaces/d/pods/p/exec?command=cat&command=%2Fetc%2Fshadow&container=app&stdin=true",
+}
+_LONG_VALUE: Final[dict[str, Any]] = {  # one string leaf over max_value_bytes (8 KiB)
+    "objectRef": {"resource": "configmaps", "namespace": "d", "name": "cm", "apiVersion": "v1"},
+    "requestObject": {"kind": "ConfigMap", "data": {"k": "x" * 9000}},
+}
+_INNER_JSON: Final = ('{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"spec-env","stage":"ResponseComplete",'
+                      '"verb":"get","requestReceivedTimestamp":"2026-01-01T00:00:00.000001Z","user":{"username":"u"}}')
+_AKS: Final[dict[str, Any]] = {
+    "category": "kube-audit", "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+    "resourceId": "/SUBSCRIPTIONS/S/RESOURCEGROUPS/G/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/PROD-1",
+    "properties": {"log": _INNER_JSON},
+}
+_EKS: Final[dict[str, Any]] = {
+    "@timestamp": "2026-01-01 00:00:00.000", "@logStream": "kube-apiserver-audit-abc",
+    "@log": "123:/aws/eks/prod-2/cluster", "logGroup": "/aws/eks/prod-2/cluster", "@message": _INNER_JSON,
+}
+_GKE: Final[dict[str, Any]] = {
+    "insertId": "g-1", "timestamp": "2026-01-01T00:00:00.000001Z", "logName": "projects/p-1/logs/cloudaudit.googleapis.com%2Factivity",
+    "resource": {"type": "k8s_cluster", "labels": {"project_id": "p-1", "location": "europe-west1", "cluster_name": "c"}},
+    "protoPayload": {"@type": "type.googleapis.com/google.cloud.audit.AuditLog", "methodName": "io.k8s.core.v1.pods.get",
+                     "resourceName": "core/v1/namespaces/d/pods/p", "authenticationInfo": {"principalEmail": "u@example.com"}},
+}
+
+_F = TypedField
+_RBAC = "_rbac_fields / rbac_fields / the rbac block"
+_ENVELOPE = "envelopes.decode (client-side only)"
+#: Every typed ``kaudit.*`` field, in document order.
+FIELDS: Final[tuple[TypedField, ...]] = (
+    _F("kaudit.pod.privileged", "boolean", "any container's securityContext.privileged", _POD, True,
+       ("container:securityContext.privileged",), "true", "any"),
+    _F("kaudit.pod.allow_privilege_escalation", "boolean", "any container sets securityContext.allowPrivilegeEscalation "
+       "to true explicitly", _POD, True, ("container:securityContext.allowPrivilegeEscalation",), "true", "any"),
+    _F("kaudit.pod.host_network", "boolean", "spec.hostNetwork", _POD, True, ("pod:hostNetwork",), "true", "any"),
+    _F("kaudit.pod.host_pid", "boolean", "spec.hostPID", _POD, True, ("pod:hostPID",), "true", "any"),
+    _F("kaudit.pod.host_ipc", "boolean", "spec.hostIPC", _POD, True, ("pod:hostIPC",), "true", "any"),
+    _F("kaudit.pod.host_path", "keyword", "volumes[].hostPath.path", _POD, ["/var/run/docker.sock"],
+       ("pod:volumes.[].hostPath.path",), "nonnull", "unique"),
+    _F("kaudit.pod.host_ports", "long", "containers[].ports[].hostPort", _POD, [2222],
+       ("container:ports.[].hostPort",), "int", "unique"),
+    _F("kaudit.pod.capabilities_add", "keyword", "containers[].securityContext.capabilities.add", _POD, ["NET_ADMIN"],
+       ("container:securityContext.capabilities.add.[]",), "str", "unique"),
+    _F("kaudit.pod.images", "keyword", "containers[].image", _POD, ["nginx:1.27"], ("container:image",), "str", "unique"),
+    _F("kaudit.pod.run_as_user", "long", "the pod's and then each container's securityContext.runAsUser", _POD, [1000, 0],
+       ("pod:securityContext.runAsUser", "container:securityContext.runAsUser"), "int", "unique"),
+    _F("kaudit.pod.service_account", "keyword", "serviceAccountName (or the legacy serviceAccount)", _POD, "builder",
+       ("pod:serviceAccountName", "pod:serviceAccount"), "nonempty_str", "first"),
+    _F("kaudit.rbac.verbs", "keyword", "union over rules[].verbs, first seen first", _ROLE, ["get", "list"], by=_RBAC),
+    _F("kaudit.rbac.resources", "keyword", "union over rules[].resources", _ROLE, ["secrets"], by=_RBAC),
+    _F("kaudit.rbac.api_groups", "keyword", "union over rules[].apiGroups", _ROLE, [""], by=_RBAC),
+    _F("kaudit.rbac.resource_names", "keyword", "union over rules[].resourceNames", _ROLE, ["db-password"], by=_RBAC),
+    _F("kaudit.rbac.non_resource_urls", "keyword", "union over rules[].nonResourceURLs", _ROLE, ["/metrics"], by=_RBAC),
+    _F("kaudit.rbac.role_ref.kind", "keyword", "roleRef.kind", _BINDING, "ClusterRole", by=_RBAC),
+    _F("kaudit.rbac.role_ref.name", "keyword", "roleRef.name", _BINDING, "cluster-admin", by=_RBAC),
+    _F("kaudit.rbac.subjects.kind", "keyword", "union over subjects[].kind", _BINDING, ["User"], by=_RBAC),
+    _F("kaudit.rbac.subjects.name", "keyword", "union over subjects[].name", _BINDING, ["eve"], by=_RBAC),
+    _F("kaudit.service.type", "keyword", "spec.type of services", _SERVICE, "NodePort",
+       by="_service_fields / the service block of normalize.rs / the service block"),
+    _F("kaudit.exec.command", "keyword", "decoded command= parameters of exec/attach URIs, space-joined", _EXEC,
+       "cat /etc/shadow", by="_exec / exec_fields / the exec block + audit-pipeline-exec-join.painless"),
+    _F("kaudit.exec.container", "keyword", "the container= parameter of exec/attach URIs", _EXEC, "app",
+       by="_exec / exec_fields / the exec block + audit-pipeline-exec-join.painless"),
+    _F("kaudit.body.truncated", "boolean", "set (true) only when a body or a leaf was cut", _LONG_VALUE, True,
+       by="_bodies (native declines) / the body block"),
+    _F("kaudit.body.original_bytes", "long", "serialized size of both bodies before truncation", _LONG_VALUE,
+       9036, by="_bodies (native declines) / the body block"),  # {"kind":"ConfigMap","data":{"k":"x…"}} before the cut
+    _F("kaudit.envelope.format", "keyword", "aks | eks | gke (absent for native events)", _AKS, "aks", by=_ENVELOPE),
+    _F("kaudit.envelope.resource_id", "keyword", "AKS resourceId", _AKS, _AKS["resourceId"], by=_ENVELOPE),
+    _F("kaudit.envelope.category", "keyword", "AKS kube-audit / kube-audit-admin", _AKS, "kube-audit", by=_ENVELOPE),
+    _F("kaudit.envelope.project_id", "keyword", "GKE resource.labels.project_id", _GKE, "p-1", by=_ENVELOPE),
+    _F("kaudit.envelope.location", "keyword", "GKE resource.labels.location", _GKE, "europe-west1", by=_ENVELOPE),
+    _F("kaudit.envelope.log_group", "keyword", "EKS CloudWatch log group", _EKS, "/aws/eks/prod-2/cluster", by=_ENVELOPE),
+    _F("kaudit.envelope.log_stream", "keyword", "EKS CloudWatch log stream", _EKS, "kube-apiserver-audit-abc",
+       by=_ENVELOPE),
 )
 
-#: kaudit.* fields with their mapping types (documented meaning in the comments).
-KAUDIT_FIELDS: Final[dict[str, str]] = {
-    "kaudit.pod.privileged": "boolean",  # any container securityContext.privileged
-    "kaudit.pod.allow_privilege_escalation": "boolean",  # any container sets it to true explicitly
-    "kaudit.pod.host_network": "boolean",
-    "kaudit.pod.host_pid": "boolean",
-    "kaudit.pod.host_ipc": "boolean",
-    "kaudit.pod.host_path": "keyword",  # volumes[].hostPath.path
-    "kaudit.pod.host_ports": "long",  # containers[].ports[].hostPort
-    "kaudit.pod.capabilities_add": "keyword",  # containers[].securityContext.capabilities.add
-    "kaudit.pod.images": "keyword",
-    "kaudit.pod.run_as_user": "long",  # pod and container securityContext.runAsUser values
-    "kaudit.pod.service_account": "keyword",  # serviceAccountName (or legacy serviceAccount)
-    "kaudit.rbac.verbs": "keyword",  # union over rules[]
-    "kaudit.rbac.resources": "keyword",
-    "kaudit.rbac.api_groups": "keyword",
-    "kaudit.rbac.resource_names": "keyword",
-    "kaudit.rbac.non_resource_urls": "keyword",
-    "kaudit.rbac.role_ref.kind": "keyword",
-    "kaudit.rbac.role_ref.name": "keyword",
-    "kaudit.rbac.subjects.kind": "keyword",
-    "kaudit.rbac.subjects.name": "keyword",
-    "kaudit.service.type": "keyword",  # services only
-    "kaudit.exec.command": "keyword",  # decoded command= params of exec/attach URIs, space-joined
-    "kaudit.exec.container": "keyword",
-    "kaudit.body.truncated": "boolean",  # set (true) only when a body or a leaf was cut
-    "kaudit.body.original_bytes": "long",  # serialized size of both bodies before truncation
-    "kaudit.envelope.format": "keyword",  # aks | eks | gke (absent for native events)
-    "kaudit.envelope.resource_id": "keyword",  # AKS resourceId
-    "kaudit.envelope.category": "keyword",  # AKS kube-audit / kube-audit-admin
-    "kaudit.envelope.project_id": "keyword",  # GKE resource.labels.project_id
-    "kaudit.envelope.location": "keyword",  # GKE resource.labels.location
-    "kaudit.envelope.log_group": "keyword",  # EKS CloudWatch log group
-    "kaudit.envelope.log_stream": "keyword",  # EKS CloudWatch log stream
-}
+#: kaudit.* fields with their mapping types (from the rows).
+KAUDIT_FIELDS: Final[dict[str, str]] = {f.name: f.type for f in FIELDS}
+#: The pod-spec rows, whose executions are generated.
+POD_FIELDS: Final[tuple[TypedField, ...]] = tuple(f for f in FIELDS if f.generated)
+#: field -> (example record, the value the field must hold), from the rows.
+FIELD_EXAMPLES: Final[dict[str, tuple[dict[str, Any], Any]]] = {f.name: (f.example, f.expected) for f in FIELDS}
+#: (pod spec flag, field) of the host-namespace rows.
+HOST_NAMESPACE_FLAGS: Final = tuple((f.sources[0][4:], f.name) for f in POD_FIELDS
+                                    if f.reducer == "any" and f.sources[0].startswith("pod:host"))
 
 #: Service kinds whose spec.type is copied to kaudit.service.type.
 SERVICE_RESOURCES: Final = frozenset({"services"})
@@ -336,107 +471,6 @@ KEYWORD_OBJECTS: Final = (
 
 #: Fields only set by the client (envelopes, options); the ingest pipeline does not produce them.
 CLIENT_ONLY_FIELDS: Final = ("cloud.provider", "kaudit.envelope.*", "event.original")
-
-
-# --------------------------------------------------------------------------- one example per typed field
-# Each typed ``kaudit.*`` field has a row here: an example record and the value the field must hold in
-# its document. tests/unit/test_spec_rows.py runs every row through the Python normalizer and the native
-# fast path, tests/engine/test_spec_rows_engine.py through the engine's ``_simulate`` with the server-side
-# pipeline (envelope rows excepted: envelopes are split client-side). A field without a row fails there.
-
-#: The audit Event an example fragment is merged over.
-EXAMPLE_BASE: Final[dict[str, Any]] = {
-    "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse", "auditID": "spec-row",
-    "stage": "ResponseComplete", "verb": "create", "requestReceivedTimestamp": "2026-01-01T00:00:00.000001Z",
-    "stageTimestamp": "2026-01-01T00:00:00.5Z", "user": {"username": "alice"}, "sourceIPs": ["10.0.0.1"],
-}
-_POD: Final[dict[str, Any]] = {
-    "objectRef": {"resource": "pods", "namespace": "d", "name": "p", "apiVersion": "v1"},
-    "requestObject": {"kind": "Pod", "spec": {
-        "hostNetwork": True, "hostPID": True, "hostIPC": True, "serviceAccountName": "builder",
-        "securityContext": {"runAsUser": 1000},
-        "volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}],
-        "containers": [{"name": "c", "image": "nginx:1.27", "ports": [{"containerPort": 22, "hostPort": 2222}],
-                        "securityContext": {"privileged": True, "allowPrivilegeEscalation": True, "runAsUser": 0,
-                                            "capabilities": {"add": ["NET_ADMIN"]}}}]}},
-}
-_ROLE: Final[dict[str, Any]] = {
-    "objectRef": {"resource": "clusterroles", "name": "r", "apiGroup": "rbac.authorization.k8s.io"},
-    "requestObject": {"kind": "ClusterRole", "rules": [
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"], "resourceNames": ["db-password"]},
-        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]},
-}
-_BINDING: Final[dict[str, Any]] = {
-    "objectRef": {"resource": "clusterrolebindings", "name": "b", "apiGroup": "rbac.authorization.k8s.io"},
-    "requestObject": {"kind": "ClusterRoleBinding", "subjects": [{"kind": "User", "name": "eve"}],
-                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}},
-}
-_SERVICE: Final[dict[str, Any]] = {
-    "objectRef": {"resource": "services", "namespace": "d", "name": "s", "apiVersion": "v1"},
-    "requestObject": {"kind": "Service", "spec": {"type": "NodePort"}},
-}
-_EXEC: Final[dict[str, Any]] = {
-    "objectRef": {"resource": "pods", "subresource": "exec", "namespace": "d", "name": "p", "apiVersion": "v1"},
-    "requestURI": "/api/v1/namespaces/d/pods/p/exec?command=cat&command=%2Fetc%2Fshadow&container=app&stdin=true",
-}
-_LONG_VALUE: Final[dict[str, Any]] = {  # one string leaf over max_value_bytes (8 KiB)
-    "objectRef": {"resource": "configmaps", "namespace": "d", "name": "cm", "apiVersion": "v1"},
-    "requestObject": {"kind": "ConfigMap", "data": {"k": "x" * 9000}},
-}
-_INNER_JSON: Final = ('{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"spec-env","stage":"ResponseComplete",'
-                      '"verb":"get","requestReceivedTimestamp":"2026-01-01T00:00:00.000001Z","user":{"username":"u"}}')
-_AKS: Final[dict[str, Any]] = {
-    "category": "kube-audit", "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
-    "resourceId": "/SUBSCRIPTIONS/S/RESOURCEGROUPS/G/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/PROD-1",
-    "properties": {"log": _INNER_JSON},
-}
-_EKS: Final[dict[str, Any]] = {
-    "@timestamp": "2026-01-01 00:00:00.000", "@logStream": "kube-apiserver-audit-abc",
-    "@log": "123:/aws/eks/prod-2/cluster", "logGroup": "/aws/eks/prod-2/cluster", "@message": _INNER_JSON,
-}
-_GKE: Final[dict[str, Any]] = {
-    "insertId": "g-1", "timestamp": "2026-01-01T00:00:00.000001Z", "logName": "projects/p-1/logs/cloudaudit.googleapis.com%2Factivity",
-    "resource": {"type": "k8s_cluster", "labels": {"project_id": "p-1", "location": "europe-west1", "cluster_name": "c"}},
-    "protoPayload": {"@type": "type.googleapis.com/google.cloud.audit.AuditLog", "methodName": "io.k8s.core.v1.pods.get",
-                     "resourceName": "core/v1/namespaces/d/pods/p", "authenticationInfo": {"principalEmail": "u@example.com"}},
-}
-
-#: field -> (example record, the value the field must hold). An event fragment (merged over EXAMPLE_BASE)
-#: unless the record is an envelope (has no "kind"); envelope rows are client-side only.
-FIELD_EXAMPLES: Final[dict[str, tuple[dict[str, Any], Any]]] = {
-    "kaudit.pod.privileged": (_POD, True),
-    "kaudit.pod.allow_privilege_escalation": (_POD, True),
-    "kaudit.pod.host_network": (_POD, True),
-    "kaudit.pod.host_pid": (_POD, True),
-    "kaudit.pod.host_ipc": (_POD, True),
-    "kaudit.pod.host_path": (_POD, ["/var/run/docker.sock"]),
-    "kaudit.pod.host_ports": (_POD, [2222]),
-    "kaudit.pod.capabilities_add": (_POD, ["NET_ADMIN"]),
-    "kaudit.pod.images": (_POD, ["nginx:1.27"]),
-    "kaudit.pod.run_as_user": (_POD, [1000, 0]),  # the pod's, then each container's
-    "kaudit.pod.service_account": (_POD, "builder"),
-    "kaudit.rbac.verbs": (_ROLE, ["get", "list"]),  # union over rules, first seen first
-    "kaudit.rbac.resources": (_ROLE, ["secrets"]),
-    "kaudit.rbac.api_groups": (_ROLE, [""]),
-    "kaudit.rbac.resource_names": (_ROLE, ["db-password"]),
-    "kaudit.rbac.non_resource_urls": (_ROLE, ["/metrics"]),
-    "kaudit.rbac.role_ref.kind": (_BINDING, "ClusterRole"),
-    "kaudit.rbac.role_ref.name": (_BINDING, "cluster-admin"),
-    "kaudit.rbac.subjects.kind": (_BINDING, ["User"]),
-    "kaudit.rbac.subjects.name": (_BINDING, ["eve"]),
-    "kaudit.service.type": (_SERVICE, "NodePort"),
-    "kaudit.exec.command": (_EXEC, "cat /etc/shadow"),
-    "kaudit.exec.container": (_EXEC, "app"),
-    "kaudit.body.truncated": (_LONG_VALUE, True),
-    "kaudit.body.original_bytes": (_LONG_VALUE, 9036),  # {"kind":"ConfigMap","data":{"k":"x…"}} before the cut
-    "kaudit.envelope.format": (_AKS, "aks"),
-    "kaudit.envelope.resource_id": (_AKS, _AKS["resourceId"]),
-    "kaudit.envelope.category": (_AKS, "kube-audit"),
-    "kaudit.envelope.log_group": (_EKS, "/aws/eks/prod-2/cluster"),
-    "kaudit.envelope.log_stream": (_EKS, "kube-apiserver-audit-abc"),
-    "kaudit.envelope.project_id": (_GKE, "p-1"),
-    "kaudit.envelope.location": (_GKE, "europe-west1"),
-}
 
 
 def example_record(field_name: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.events.podfields import pod_fields
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,9 @@ def normalize(event: dict, options: NormalizeOptions = DEFAULT) -> dict | None:
     if request is not None or response is not None:
         bodies = [b for b in (request, response) if isinstance(b, dict)]
         if bodies:
-            _pod_fields(kaudit, bodies)
+            specs = [s for s in map(_pod_spec, bodies) if s is not None]
+            if specs:
+                kaudit["pod"] = pod_fields(specs)  # generated from the field spec (events/podfields.py)
             _rbac_fields(kaudit, bodies)
             if resource in _SERVICE_RESOURCES:
                 _service_fields(kaudit, bodies)
@@ -554,80 +557,6 @@ def _pod_spec(body: dict) -> dict | None:
         if _is_pod_spec(inner):
             return inner  # type: ignore[return-value]
     return None
-
-
-def _pod_fields(kaudit: dict, bodies: list[dict]) -> None:
-    specs = [s for s in map(_pod_spec, bodies) if s is not None]
-    if not specs:
-        return
-    privileged = escalation = host_network = host_pid = host_ipc = False
-    host_path: list = []
-    host_ports: list = []
-    caps: list = []
-    images: list = []
-    run_as: list = []
-    account = None
-    for spec in specs:
-        if spec.get("hostNetwork") is True:
-            host_network = True
-        if spec.get("hostPID") is True:
-            host_pid = True
-        if spec.get("hostIPC") is True:
-            host_ipc = True
-        for vol in spec.get("volumes") or ():
-            if isinstance(vol, dict) and isinstance(vol.get("hostPath"), dict):
-                path = vol["hostPath"].get("path")
-                if path is not None and path not in host_path:
-                    host_path.append(path)
-        psc = spec.get("securityContext")
-        if isinstance(psc, dict) and isinstance(psc.get("runAsUser"), int):
-            if psc["runAsUser"] not in run_as:
-                run_as.append(psc["runAsUser"])
-        if account is None:
-            for key in ("serviceAccountName", "serviceAccount"):
-                if isinstance(spec.get(key), str) and spec[key]:
-                    account = spec[key]
-                    break
-        for list_name in ("containers", "initContainers", "ephemeralContainers"):
-            for c in spec.get(list_name) or ():
-                if not isinstance(c, dict):
-                    continue
-                image = c.get("image")
-                if isinstance(image, str) and image not in images:
-                    images.append(image)
-                for port in c.get("ports") or ():
-                    if isinstance(port, dict) and isinstance(port.get("hostPort"), int):
-                        if port["hostPort"] not in host_ports:
-                            host_ports.append(port["hostPort"])
-                sc = c.get("securityContext")
-                if not isinstance(sc, dict):
-                    continue
-                if sc.get("privileged") is True:
-                    privileged = True
-                if sc.get("allowPrivilegeEscalation") is True:
-                    escalation = True
-                if isinstance(sc.get("runAsUser"), int) and sc["runAsUser"] not in run_as:
-                    run_as.append(sc["runAsUser"])
-                cap = sc.get("capabilities")
-                if isinstance(cap, dict):
-                    for name in cap.get("add") or ():
-                        if isinstance(name, str) and name not in caps:
-                            caps.append(name)
-    pod: dict[str, Any] = {"privileged": privileged, "allow_privilege_escalation": escalation,
-                           "host_network": host_network, "host_pid": host_pid, "host_ipc": host_ipc}
-    if host_path:
-        pod["host_path"] = host_path
-    if host_ports:
-        pod["host_ports"] = host_ports
-    if caps:
-        pod["capabilities_add"] = caps
-    if images:
-        pod["images"] = images
-    if run_as:
-        pod["run_as_user"] = run_as
-    if account is not None:
-        pod["service_account"] = account
-    kaudit["pod"] = pod
 
 
 _RULE_LISTS = (("verbs", "verbs"), ("resources", "resources"), ("apiGroups", "api_groups"),

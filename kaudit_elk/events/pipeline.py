@@ -38,8 +38,10 @@ from kaudit_elk.events.normalize import DEFAULT
 FLAVORS = ("elasticsearch", "opensearch")
 _TMP = "_kaudit_tmp"
 #: The painless scripts (content files, shipped in the wheel): the normalizer walking the spec tables it
-#: gets as ``params``, and the join of the URL-decoded exec command parts.
+#: gets as ``params``, the pod-spec fields it calls (generated from the field spec by
+#: ``python -m kaudit_elk.events.codegen``), and the join of the URL-decoded exec command parts.
 NORMALIZE_SCRIPT = "audit-pipeline-normalize.painless"
+POD_FIELDS_SCRIPT = "audit-pipeline-pod-fields.painless"
 EXEC_JOIN_SCRIPT = "audit-pipeline-exec-join.painless"
 
 
@@ -47,8 +49,6 @@ EXEC_JOIN_SCRIPT = "audit-pipeline-exec-join.painless"
 def painless(name: str) -> str:
     """The source of one of the pipeline's painless scripts (``index_templates/<name>``)."""
     return content_path("index_templates", name).read_text(encoding="utf-8").strip()
-
-
 
 
 def _params(cluster: str, namespace: str) -> dict[str, Any]:
@@ -67,9 +67,7 @@ def _params(cluster: str, namespace: str) -> dict[str, Any]:
         "verb_types": dict(fs.VERB_TYPES),
         "write_verbs": sorted(fs.WRITE_VERBS),
         "pod_spec_paths": [list(p) for p in fs.POD_SPEC_PATHS],
-        "container_lists": list(fs.CONTAINER_LISTS),
         "pod_spec_markers": list(fs.POD_SPEC_MARKERS),
-        "host_flags": [[raw, name, name.rsplit(".", 1)[1]] for raw, name in fs.HOST_NAMESPACE_FLAGS],
         "rbac_rule_fields": [
             ["verbs", "verbs"], ["resources", "resources"], ["apiGroups", "api_groups"],
             ["resourceNames", "resource_names"], ["nonResourceURLs", "non_resource_urls"],
@@ -129,7 +127,7 @@ def build_pipeline(flavor: str, *, cluster: str = "default", namespace: str = fs
             "script": {
                 "tag": "kaudit-normalize",
                 "lang": "painless",
-                "source": painless(NORMALIZE_SCRIPT),
+                "source": painless(POD_FIELDS_SCRIPT) + "\n" + painless(NORMALIZE_SCRIPT),
                 "params": _params(cluster, namespace),
             }
         },

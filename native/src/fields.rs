@@ -1,10 +1,11 @@
 //! The typed `kaudit.*` fields taken from a request: the decoded exec command, pod security
-//! settings and RBAC rules (ports of the same functions in `kaudit_elk/normalize.py`).
+//! settings and RBAC rules (ports of the same functions in `kaudit_elk/events/normalize.py`).
 
 use std::borrow::Cow;
 
 use crate::json::V;
-use crate::normalize::{contains, int_of, iter_list, obj_mut, Config, Fallback, O, R};
+use crate::normalize::{contains, iter_list, obj_mut, Config, Fallback, O, R};
+use crate::podfields;
 
 fn unquote_plus(text: &str) -> R<String> {
     let b = text.as_bytes();
@@ -101,116 +102,14 @@ fn push_unique_str<'v>(list: &mut Vec<&'v str>, s: &'v str) {
     }
 }
 
+/// `kaudit.pod` of the pod specs in the bodies (request body first), or None without a pod spec; the
+/// fields themselves are generated from the field spec (`podfields.rs`).
 pub(crate) fn pod_fields<'v, 'a>(cfg: &Config, bodies: &[&'v V<'a>]) -> R<Option<O<'v, 'a>>> {
     let specs: Vec<&V> = bodies.iter().filter_map(|b| pod_spec(cfg, b)).collect();
     if specs.is_empty() {
         return Ok(None);
     }
-    let (mut privileged, mut escalation, mut host_network, mut host_pid, mut host_ipc) = (false, false, false, false, false);
-    let mut host_path: Vec<&str> = Vec::new();
-    let mut host_ports: Vec<i128> = Vec::new();
-    let mut caps: Vec<&str> = Vec::new();
-    let mut images: Vec<&str> = Vec::new();
-    let mut run_as: Vec<i128> = Vec::new();
-    let mut account: Option<&str> = None;
-    for spec in specs {
-        host_network |= matches!(spec.get("hostNetwork"), Some(V::Bool(true)));
-        host_pid |= matches!(spec.get("hostPID"), Some(V::Bool(true)));
-        host_ipc |= matches!(spec.get("hostIPC"), Some(V::Bool(true)));
-        for vol in iter_list(spec.get("volumes"))? {
-            if let Some(hp @ V::Obj(_, _)) = vol.get("hostPath") {
-                match hp.get("path") {
-                    None => {}
-                    Some(V::Str(p)) => push_unique_str(&mut host_path, p),
-                    Some(_) => return Err(Fallback),
-                }
-            }
-        }
-        if let Some(psc @ V::Obj(_, _)) = spec.get("securityContext") {
-            if let Some(uid) = int_of(psc.get("runAsUser"))? {
-                if !run_as.contains(&uid) {
-                    run_as.push(uid);
-                }
-            }
-        }
-        if account.is_none() {
-            for key in ["serviceAccountName", "serviceAccount"] {
-                if let Some(V::Str(s)) = spec.get(key) {
-                    if !s.is_empty() {
-                        account = Some(s);
-                        break;
-                    }
-                }
-            }
-        }
-        for list_name in ["containers", "initContainers", "ephemeralContainers"] {
-            for c in iter_list(spec.get(list_name))? {
-                if !c.is_obj() {
-                    continue;
-                }
-                if let Some(V::Str(image)) = c.get("image") {
-                    push_unique_str(&mut images, image);
-                }
-                for port in iter_list(c.get("ports"))? {
-                    if port.is_obj() {
-                        if let Some(p) = int_of(port.get("hostPort"))? {
-                            if !host_ports.contains(&p) {
-                                host_ports.push(p);
-                            }
-                        }
-                    }
-                }
-                let sc = match c.get("securityContext") {
-                    Some(sc @ V::Obj(_, _)) => sc,
-                    _ => continue,
-                };
-                privileged |= matches!(sc.get("privileged"), Some(V::Bool(true)));
-                escalation |= matches!(sc.get("allowPrivilegeEscalation"), Some(V::Bool(true)));
-                if let Some(uid) = int_of(sc.get("runAsUser"))? {
-                    if !run_as.contains(&uid) {
-                        run_as.push(uid);
-                    }
-                }
-                if let Some(cap @ V::Obj(_, _)) = sc.get("capabilities") {
-                    for name in iter_list(cap.get("add"))? {
-                        if let V::Str(n) = name {
-                            push_unique_str(&mut caps, n);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let strs = |list: Vec<&'v str>| O::Arr(list.into_iter().map(|s| O::S(Cow::Borrowed(s))).collect());
-    let ints = |list: Vec<i128>| -> R<O<'v, 'a>> {
-        Ok(O::Arr(list.into_iter().map(|i| i64::try_from(i).map(O::I).map_err(|_| Fallback)).collect::<R<Vec<_>>>()?))
-    };
-    let mut pod: Vec<(Cow<'v, str>, O<'v, 'a>)> = vec![
-        (Cow::Borrowed("privileged"), O::B(privileged)),
-        (Cow::Borrowed("allow_privilege_escalation"), O::B(escalation)),
-        (Cow::Borrowed("host_network"), O::B(host_network)),
-        (Cow::Borrowed("host_pid"), O::B(host_pid)),
-        (Cow::Borrowed("host_ipc"), O::B(host_ipc)),
-    ];
-    if !host_path.is_empty() {
-        pod.push((Cow::Borrowed("host_path"), strs(host_path)));
-    }
-    if !host_ports.is_empty() {
-        pod.push((Cow::Borrowed("host_ports"), ints(host_ports)?));
-    }
-    if !caps.is_empty() {
-        pod.push((Cow::Borrowed("capabilities_add"), strs(caps)));
-    }
-    if !images.is_empty() {
-        pod.push((Cow::Borrowed("images"), strs(images)));
-    }
-    if !run_as.is_empty() {
-        pod.push((Cow::Borrowed("run_as_user"), ints(run_as)?));
-    }
-    if let Some(a) = account {
-        pod.push((Cow::Borrowed("service_account"), O::S(Cow::Borrowed(a))));
-    }
-    Ok(Some(O::Obj(pod)))
+    podfields::pod_fields(&specs).map(Some)
 }
 
 const RULE_LISTS: [(&str, &str); 5] = [

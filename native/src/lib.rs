@@ -9,6 +9,7 @@
 mod fields;
 pub mod json;
 pub mod normalize;
+mod podfields;
 mod timestamp;
 
 use pyo3::exceptions::PyValueError;
