@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,14 @@ def _check_shape(node: _Node) -> None:
         _check_shape(child)
 
 
+def _child(var: str, step: str) -> str:
+    """The variable holding the value one step below ``var`` (named by its path, so that a new row adds
+    lines to the generated code without renaming the others)."""
+    if step == "[]":
+        return f"{var}_item"
+    return var + "_" + re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", step).lower()
+
+
 def _key(row: fs.TypedField) -> str:
     return row.name[len(_PREFIX):]
 
@@ -130,28 +139,26 @@ def _py_leaf(row: fs.TypedField, v: str) -> str:
     return f"if {acc} is None and {cond}:\n    {acc} = {v}"
 
 
-def _py_node(node: _Node, v: str, known_dict: bool, names: list[int]) -> list[str]:
+def _py_node(node: _Node, v: str, known_dict: bool) -> list[str]:
     out: list[str] = []
     for row in node.rows:
         out += _py_leaf(row, v).split("\n")
     if "[]" in node.children:
-        names[0] += 1
-        item = f"n{names[0]}"
-        body = _py_node(node.children["[]"], item, False, names)
+        item = _child(v, "[]")
+        body = _py_node(node.children["[]"], item, False)
         out += [f"if isinstance({v}, list):", f"    for {item} in {v}:", *("        " + x for x in body)]
     elif node.children:
         body = []
         for step, child in node.children.items():
-            names[0] += 1
-            sub = f"n{names[0]}"
-            body += [f"{sub} = {v}.get({_q(step)})", *_py_node(child, sub, False, names)]
+            sub = _child(v, step)
+            body += [f"{sub} = {v}.get({_q(step)})", *_py_node(child, sub, False)]
         out += body if known_dict else [f"if isinstance({v}, dict):", *("    " + x for x in body)]
     return out
 
 
 def render_python(rows: tuple[fs.TypedField, ...]) -> str:
     """``kaudit_elk/events/podfields.py``."""
-    roots, names = _tries(rows), [0]
+    roots = _tries(rows)
     lines = [_header("#").rstrip(), '"""The typed ``kaudit.pod.*`` fields of the pod specs of a request (rules: fieldspec.FIELDS)."""',
              "", "from __future__ import annotations", "", "from typing import Any", "", "",
              "def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:",
@@ -161,11 +168,11 @@ def render_python(rows: tuple[fs.TypedField, ...]) -> str:
         kind = "bool" if row.reducer == "any" else "list[Any]" if row.reducer == "unique" else "Any"
         lines.append(f"    f_{_key(row)}: {kind} = {init}")
     lines.append("    for spec in specs:")
-    lines += ["        " + x for x in _py_node(roots["pod"], "spec", True, names)]
+    lines += ["        " + x for x in _py_node(roots["pod"], "spec", True)]
     lists = ", ".join(f"spec.get({_q(n)})" for n in fs.CONTAINER_LISTS)
     lines += [f"        for cs in ({lists}):", "            if isinstance(cs, list):", "                for c in cs:",
               "                    if isinstance(c, dict):"]
-    lines += ["                        " + x for x in _py_node(roots["container"], "c", True, names)]
+    lines += ["                        " + x for x in _py_node(roots["container"], "c", True)]
     lead = [r for r in rows[:next((i for i, r in enumerate(rows) if r.reducer != "any"), len(rows))]]
     literal = ", ".join(f"{_q(_key(r))}: f_{_key(r)}" for r in lead)
     lines.append(f"    pod: dict[str, Any] = {{{literal}}}")
@@ -203,31 +210,29 @@ def _rs_leaf(row: fs.TypedField, e: str, opt: bool) -> list[str]:
     return [f"if let {some('V::Str(s)')} = {e} {{", *push, "}"]
 
 
-def _rs_node(node: _Node, e: str, opt: bool, names: list[int]) -> list[str]:
-    """Code for the rows at and below ``node``, whose value is ``e`` (``Option<&V>`` when ``opt``)."""
+def _rs_node(node: _Node, e: str, opt: bool, name: str) -> list[str]:
+    """Code for the rows at and below ``node``, whose value is ``e`` (``Option<&V>`` when ``opt``), named
+    ``name`` when bound to a variable."""
     out: list[str] = []
     if len(node.rows) + bool(node.children) > 1 and opt:  # used more than once: look it up once
-        names[0] += 1
-        out.append(f"let n{names[0]} = {e};")
-        e = f"n{names[0]}"
+        out.append(f"let {name} = {e};")
+        e = name
     for row in node.rows:
         out += _rs_leaf(row, e, opt)
     if "[]" in node.children:
-        names[0] += 1
-        item = f"n{names[0]}"
+        item = _child(name, "[]")
         src = e if opt else f"Some({e})"
-        out += [f"for {item} in iter_list({src})? {{", *("    " + x for x in _rs_node(node.children["[]"], item, False, names)), "}"]
+        out += [f"for {item} in iter_list({src})? {{", *("    " + x for x in _rs_node(node.children["[]"], item, False, item)), "}"]
     elif node.children:
         if opt:
-            names[0] += 1
-            value = f"n{names[0]}"
+            value = name
             inner: list[str] = []
             for step, child in node.children.items():
-                inner += _rs_node(child, f"{value}.get({_rs_str(step)})", True, names)
+                inner += _rs_node(child, f"{value}.get({_rs_str(step)})", True, _child(value, step))
             out += [f"if let Some({value}) = {e} {{", *("    " + x for x in inner), "}"]
         else:
             for step, child in node.children.items():
-                out += _rs_node(child, f"{e}.get({_rs_str(step)})", True, names)
+                out += _rs_node(child, f"{e}.get({_rs_str(step)})", True, _child(name, step))
     return out
 
 
@@ -237,7 +242,7 @@ def _rs_str(text: str) -> str:
 
 def render_rust(rows: tuple[fs.TypedField, ...]) -> str:
     """``native/src/podfields.rs``."""
-    roots, names = _tries(rows), [0]
+    roots = _tries(rows)
     lines = [_header("//").rstrip(), "//! The typed `kaudit.pod.*` fields of the pod specs of a request (rules: fieldspec.FIELDS).", "",
              "use std::borrow::Cow;", "", "use crate::json::V;", "use crate::normalize::{int_of, iter_list, Fallback, O, R};", "",
              "/// `kaudit.pod` for the pod specs found in the bodies (request body first).",
@@ -251,11 +256,11 @@ def render_rust(rows: tuple[fs.TypedField, ...]) -> str:
         else:
             lines.append(f"    let mut f_{_key(row)}: Option<&'v str> = None;")
     lines.append("    for &spec in specs {")
-    lines += ["        " + x for x in _rs_node(roots["pod"], "spec", False, names)]
+    lines += ["        " + x for x in _rs_node(roots["pod"], "spec", False, "spec")]
     lists = ", ".join(_rs_str(n) for n in fs.CONTAINER_LISTS)
     lines += [f"        for list_name in [{lists}] {{", "            for c in iter_list(spec.get(list_name))? {",
               "                if !c.is_obj() {", "                    continue;", "                }"]
-    lines += ["                " + x for x in _rs_node(roots["container"], "c", False, names)]
+    lines += ["                " + x for x in _rs_node(roots["container"], "c", False, "c")]
     lines += ["            }", "        }", "    }"]
     lines += ["    let strs = |list: Vec<&'v str>| O::Arr(list.into_iter().map(|s| O::S(Cow::Borrowed(s))).collect());",
               "    let ints = |list: Vec<i128>| -> R<O<'v, 'a>> {",
@@ -294,36 +299,34 @@ def _pl_leaf(row: fs.TypedField, v: str) -> str:
     return f"if ({acc} == null && {cond}) {{ {acc} = {v}; }}"
 
 
-def _pl_node(node: _Node, v: str, known_map: bool, names: list[int]) -> list[str]:
+def _pl_node(node: _Node, v: str, known_map: bool) -> list[str]:
     out = [_pl_leaf(row, v) for row in node.rows]
     if "[]" in node.children:
-        names[0] += 1
-        item = f"n{names[0]}"
-        body = _pl_node(node.children["[]"], item, False, names)
+        item = _child(v, "[]")
+        body = _pl_node(node.children["[]"], item, False)
         out += [f"if ({v} instanceof List) {{", f"  for (def {item} : (List) {v}) {{", *("    " + x for x in body), "  }", "}"]
     elif node.children:
         body = []
         for step, child in node.children.items():
-            names[0] += 1
-            sub = f"n{names[0]}"
-            body += [f"def {sub} = ((Map) {v}).get('{step}');", *_pl_node(child, sub, False, names)]
+            sub = _child(v, step)
+            body += [f"def {sub} = ((Map) {v}).get('{step}');", *_pl_node(child, sub, False)]
         out += body if known_map else [f"if ({v} instanceof Map) {{", *("  " + x for x in body), "}"]
     return out
 
 
 def render_painless(rows: tuple[fs.TypedField, ...]) -> str:
     """``index_templates/audit-pipeline-pod-fields.painless``."""
-    roots, names = _tries(rows), [0]
+    roots = _tries(rows)
     lines = [_header("//").rstrip(), "Map podFields(List specs) {"]
     for row in rows:
         init = "boolean {} = false" if row.reducer == "any" else "List {} = new ArrayList()" if row.reducer == "unique" else "def {} = null"
         lines.append("  " + init.format(f"f_{_key(row)}") + ";")
     lines.append("  for (def spec : specs) {")
-    lines += ["    " + x for x in _pl_node(roots["pod"], "spec", True, names)]
+    lines += ["    " + x for x in _pl_node(roots["pod"], "spec", True)]
     lists = ", ".join(f"spec.get('{n}')" for n in fs.CONTAINER_LISTS)
     lines += [f"    for (def cs : [{lists}]) {{", "      if (!(cs instanceof List)) { continue; }", "      for (def c : (List) cs) {",
               "        if (!(c instanceof Map)) { continue; }"]
-    lines += ["        " + x for x in _pl_node(roots["container"], "c", True, names)]
+    lines += ["        " + x for x in _pl_node(roots["container"], "c", True)]
     lines += ["      }", "    }", "  }", "  Map pod = new LinkedHashMap();"]
     for row in rows:
         key, acc = _key(row), f"f_{_key(row)}"

@@ -20,67 +20,67 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
     f_run_as_user: list[Any] = []
     f_service_account: Any = None
     for spec in specs:
-        n1 = spec.get("hostNetwork")
-        if n1 is True:
+        spec_host_network = spec.get("hostNetwork")
+        if spec_host_network is True:
             f_host_network = True
-        n2 = spec.get("hostPID")
-        if n2 is True:
+        spec_host_pid = spec.get("hostPID")
+        if spec_host_pid is True:
             f_host_pid = True
-        n3 = spec.get("hostIPC")
-        if n3 is True:
+        spec_host_ipc = spec.get("hostIPC")
+        if spec_host_ipc is True:
             f_host_ipc = True
-        n4 = spec.get("volumes")
-        if isinstance(n4, list):
-            for n5 in n4:
-                if isinstance(n5, dict):
-                    n6 = n5.get("hostPath")
-                    if isinstance(n6, dict):
-                        n7 = n6.get("path")
-                        if n7 is not None and n7 not in f_host_path:
-                            f_host_path.append(n7)
-        n8 = spec.get("securityContext")
-        if isinstance(n8, dict):
-            n9 = n8.get("runAsUser")
-            if isinstance(n9, int) and n9 not in f_run_as_user:
-                f_run_as_user.append(n9)
-        n10 = spec.get("serviceAccountName")
-        if f_service_account is None and isinstance(n10, str) and n10:
-            f_service_account = n10
-        n11 = spec.get("serviceAccount")
-        if f_service_account is None and isinstance(n11, str) and n11:
-            f_service_account = n11
+        spec_volumes = spec.get("volumes")
+        if isinstance(spec_volumes, list):
+            for spec_volumes_item in spec_volumes:
+                if isinstance(spec_volumes_item, dict):
+                    spec_volumes_item_host_path = spec_volumes_item.get("hostPath")
+                    if isinstance(spec_volumes_item_host_path, dict):
+                        spec_volumes_item_host_path_path = spec_volumes_item_host_path.get("path")
+                        if spec_volumes_item_host_path_path is not None and spec_volumes_item_host_path_path not in f_host_path:
+                            f_host_path.append(spec_volumes_item_host_path_path)
+        spec_security_context = spec.get("securityContext")
+        if isinstance(spec_security_context, dict):
+            spec_security_context_run_as_user = spec_security_context.get("runAsUser")
+            if isinstance(spec_security_context_run_as_user, int) and spec_security_context_run_as_user not in f_run_as_user:
+                f_run_as_user.append(spec_security_context_run_as_user)
+        spec_service_account_name = spec.get("serviceAccountName")
+        if f_service_account is None and isinstance(spec_service_account_name, str) and spec_service_account_name:
+            f_service_account = spec_service_account_name
+        spec_service_account = spec.get("serviceAccount")
+        if f_service_account is None and isinstance(spec_service_account, str) and spec_service_account:
+            f_service_account = spec_service_account
         for cs in (spec.get("containers"), spec.get("initContainers"), spec.get("ephemeralContainers")):
             if isinstance(cs, list):
                 for c in cs:
                     if isinstance(c, dict):
-                        n12 = c.get("securityContext")
-                        if isinstance(n12, dict):
-                            n13 = n12.get("privileged")
-                            if n13 is True:
+                        c_security_context = c.get("securityContext")
+                        if isinstance(c_security_context, dict):
+                            c_security_context_privileged = c_security_context.get("privileged")
+                            if c_security_context_privileged is True:
                                 f_privileged = True
-                            n14 = n12.get("allowPrivilegeEscalation")
-                            if n14 is True:
+                            c_security_context_allow_privilege_escalation = c_security_context.get("allowPrivilegeEscalation")
+                            if c_security_context_allow_privilege_escalation is True:
                                 f_allow_privilege_escalation = True
-                            n15 = n12.get("capabilities")
-                            if isinstance(n15, dict):
-                                n16 = n15.get("add")
-                                if isinstance(n16, list):
-                                    for n17 in n16:
-                                        if isinstance(n17, str) and n17 not in f_capabilities_add:
-                                            f_capabilities_add.append(n17)
-                            n18 = n12.get("runAsUser")
-                            if isinstance(n18, int) and n18 not in f_run_as_user:
-                                f_run_as_user.append(n18)
-                        n19 = c.get("ports")
-                        if isinstance(n19, list):
-                            for n20 in n19:
-                                if isinstance(n20, dict):
-                                    n21 = n20.get("hostPort")
-                                    if isinstance(n21, int) and n21 not in f_host_ports:
-                                        f_host_ports.append(n21)
-                        n22 = c.get("image")
-                        if isinstance(n22, str) and n22 not in f_images:
-                            f_images.append(n22)
+                            c_security_context_capabilities = c_security_context.get("capabilities")
+                            if isinstance(c_security_context_capabilities, dict):
+                                c_security_context_capabilities_add = c_security_context_capabilities.get("add")
+                                if isinstance(c_security_context_capabilities_add, list):
+                                    for c_security_context_capabilities_add_item in c_security_context_capabilities_add:
+                                        if isinstance(c_security_context_capabilities_add_item, str) and c_security_context_capabilities_add_item not in f_capabilities_add:
+                                            f_capabilities_add.append(c_security_context_capabilities_add_item)
+                            c_security_context_run_as_user = c_security_context.get("runAsUser")
+                            if isinstance(c_security_context_run_as_user, int) and c_security_context_run_as_user not in f_run_as_user:
+                                f_run_as_user.append(c_security_context_run_as_user)
+                        c_ports = c.get("ports")
+                        if isinstance(c_ports, list):
+                            for c_ports_item in c_ports:
+                                if isinstance(c_ports_item, dict):
+                                    c_ports_item_host_port = c_ports_item.get("hostPort")
+                                    if isinstance(c_ports_item_host_port, int) and c_ports_item_host_port not in f_host_ports:
+                                        f_host_ports.append(c_ports_item_host_port)
+                        c_image = c.get("image")
+                        if isinstance(c_image, str) and c_image not in f_images:
+                            f_images.append(c_image)
     pod: dict[str, Any] = {"privileged": f_privileged, "allow_privilege_escalation": f_allow_privilege_escalation, "host_network": f_host_network, "host_pid": f_host_pid, "host_ipc": f_host_ipc}
     if f_host_path:
         pod["host_path"] = f_host_path

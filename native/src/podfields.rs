@@ -29,9 +29,9 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
         if matches!(spec.get("hostIPC"), Some(V::Bool(true))) {
             f_host_ipc = true;
         }
-        for n1 in iter_list(spec.get("volumes"))? {
-            if let Some(n2) = n1.get("hostPath") {
-                match n2.get("path") {
+        for spec_volumes_item in iter_list(spec.get("volumes"))? {
+            if let Some(spec_volumes_item_host_path) = spec_volumes_item.get("hostPath") {
+                match spec_volumes_item_host_path.get("path") {
                     None | Some(V::Null) => {}
                     Some(V::Str(s)) => {
                         let s: &'v str = s;
@@ -43,8 +43,8 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
                 }
             }
         }
-        if let Some(n3) = spec.get("securityContext") {
-            if let Some(i) = int_of(n3.get("runAsUser"))? {
+        if let Some(spec_security_context) = spec.get("securityContext") {
+            if let Some(i) = int_of(spec_security_context.get("runAsUser"))? {
                 if !f_run_as_user.contains(&i) {
                     f_run_as_user.push(i);
                 }
@@ -67,16 +67,16 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
                 if !c.is_obj() {
                     continue;
                 }
-                if let Some(n4) = c.get("securityContext") {
-                    if matches!(n4.get("privileged"), Some(V::Bool(true))) {
+                if let Some(c_security_context) = c.get("securityContext") {
+                    if matches!(c_security_context.get("privileged"), Some(V::Bool(true))) {
                         f_privileged = true;
                     }
-                    if matches!(n4.get("allowPrivilegeEscalation"), Some(V::Bool(true))) {
+                    if matches!(c_security_context.get("allowPrivilegeEscalation"), Some(V::Bool(true))) {
                         f_allow_privilege_escalation = true;
                     }
-                    if let Some(n5) = n4.get("capabilities") {
-                        for n6 in iter_list(n5.get("add"))? {
-                            if let V::Str(s) = n6 {
+                    if let Some(c_security_context_capabilities) = c_security_context.get("capabilities") {
+                        for c_security_context_capabilities_add_item in iter_list(c_security_context_capabilities.get("add"))? {
+                            if let V::Str(s) = c_security_context_capabilities_add_item {
                                 let s: &'v str = s;
                                 if !f_capabilities_add.contains(&s) {
                                     f_capabilities_add.push(s);
@@ -84,14 +84,14 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
                             }
                         }
                     }
-                    if let Some(i) = int_of(n4.get("runAsUser"))? {
+                    if let Some(i) = int_of(c_security_context.get("runAsUser"))? {
                         if !f_run_as_user.contains(&i) {
                             f_run_as_user.push(i);
                         }
                     }
                 }
-                for n7 in iter_list(c.get("ports"))? {
-                    if let Some(i) = int_of(n7.get("hostPort"))? {
+                for c_ports_item in iter_list(c.get("ports"))? {
+                    if let Some(i) = int_of(c_ports_item.get("hostPort"))? {
                         if !f_host_ports.contains(&i) {
                             f_host_ports.push(i);
                         }
