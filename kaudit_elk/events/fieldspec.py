@@ -250,11 +250,12 @@ _POD: Final[dict[str, Any]] = {
     "objectRef": {"resource": "pods", "namespace": "d", "name": "p", "apiVersion": "v1"},
     "requestObject": {"kind": "Pod", "spec": {
         "hostNetwork": True, "hostPID": True, "hostIPC": True, "serviceAccountName": "builder",
-        "securityContext": {"runAsUser": 1000},
+        "securityContext": {"runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
         "volumes": [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}],
         "containers": [{"name": "c", "image": "nginx:1.27", "ports": [{"containerPort": 22, "hostPort": 2222}],
                         "securityContext": {"privileged": True, "allowPrivilegeEscalation": True, "runAsUser": 0,
-                                            "capabilities": {"add": ["NET_ADMIN"]}}}]}},
+                                            "capabilities": {"add": ["NET_ADMIN"]},
+                                            "seccompProfile": {"type": "Unconfined"}}}]}},
 }
 _ROLE: Final[dict[str, Any]] = {
     "objectRef": {"resource": "clusterroles", "name": "r", "apiGroup": "rbac.authorization.k8s.io"},
@@ -320,6 +321,9 @@ FIELDS: Final[tuple[TypedField, ...]] = (
        ("pod:securityContext.runAsUser", "container:securityContext.runAsUser"), "int", "unique"),
     _F("kaudit.pod.service_account", "keyword", "serviceAccountName (or the legacy serviceAccount)", _POD, "builder",
        ("pod:serviceAccountName", "pod:serviceAccount"), "nonempty_str", "first"),
+    _F("kaudit.pod.seccomp_profile", "keyword", "seccompProfile.type of the pod and then of each container "
+       "(Unconfined: no syscall filter)", _POD, ["RuntimeDefault", "Unconfined"],
+       ("pod:securityContext.seccompProfile.type", "container:securityContext.seccompProfile.type"), "str", "unique"),
     _F("kaudit.rbac.verbs", "keyword", "union over rules[].verbs, first seen first", _ROLE, ["get", "list"], by=_RBAC),
     _F("kaudit.rbac.resources", "keyword", "union over rules[].resources", _ROLE, ["secrets"], by=_RBAC),
     _F("kaudit.rbac.api_groups", "keyword", "union over rules[].apiGroups", _ROLE, [""], by=_RBAC),

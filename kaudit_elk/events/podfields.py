@@ -19,6 +19,7 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
     f_images: list[Any] = []
     f_run_as_user: list[Any] = []
     f_service_account: Any = None
+    f_seccomp_profile: list[Any] = []
     for spec in specs:
         spec_host_network = spec.get("hostNetwork")
         if spec_host_network is True:
@@ -43,6 +44,11 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
             spec_security_context_run_as_user = spec_security_context.get("runAsUser")
             if isinstance(spec_security_context_run_as_user, int) and spec_security_context_run_as_user not in f_run_as_user:
                 f_run_as_user.append(spec_security_context_run_as_user)
+            spec_security_context_seccomp_profile = spec_security_context.get("seccompProfile")
+            if isinstance(spec_security_context_seccomp_profile, dict):
+                spec_security_context_seccomp_profile_type = spec_security_context_seccomp_profile.get("type")
+                if isinstance(spec_security_context_seccomp_profile_type, str) and spec_security_context_seccomp_profile_type not in f_seccomp_profile:
+                    f_seccomp_profile.append(spec_security_context_seccomp_profile_type)
         spec_service_account_name = spec.get("serviceAccountName")
         if f_service_account is None and isinstance(spec_service_account_name, str) and spec_service_account_name:
             f_service_account = spec_service_account_name
@@ -71,6 +77,11 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
                             c_security_context_run_as_user = c_security_context.get("runAsUser")
                             if isinstance(c_security_context_run_as_user, int) and c_security_context_run_as_user not in f_run_as_user:
                                 f_run_as_user.append(c_security_context_run_as_user)
+                            c_security_context_seccomp_profile = c_security_context.get("seccompProfile")
+                            if isinstance(c_security_context_seccomp_profile, dict):
+                                c_security_context_seccomp_profile_type = c_security_context_seccomp_profile.get("type")
+                                if isinstance(c_security_context_seccomp_profile_type, str) and c_security_context_seccomp_profile_type not in f_seccomp_profile:
+                                    f_seccomp_profile.append(c_security_context_seccomp_profile_type)
                         c_ports = c.get("ports")
                         if isinstance(c_ports, list):
                             for c_ports_item in c_ports:
@@ -94,4 +105,6 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
         pod["run_as_user"] = f_run_as_user
     if f_service_account is not None:
         pod["service_account"] = f_service_account
+    if f_seccomp_profile:
+        pod["seccomp_profile"] = f_seccomp_profile
     return pod

@@ -19,6 +19,7 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
     let mut f_images: Vec<&'v str> = Vec::new();
     let mut f_run_as_user: Vec<i128> = Vec::new();
     let mut f_service_account: Option<&'v str> = None;
+    let mut f_seccomp_profile: Vec<&'v str> = Vec::new();
     for &spec in specs {
         if matches!(spec.get("hostNetwork"), Some(V::Bool(true))) {
             f_host_network = true;
@@ -47,6 +48,14 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
             if let Some(i) = int_of(spec_security_context.get("runAsUser"))? {
                 if !f_run_as_user.contains(&i) {
                     f_run_as_user.push(i);
+                }
+            }
+            if let Some(spec_security_context_seccomp_profile) = spec_security_context.get("seccompProfile") {
+                if let Some(V::Str(s)) = spec_security_context_seccomp_profile.get("type") {
+                    let s: &'v str = s;
+                    if !f_seccomp_profile.contains(&s) {
+                        f_seccomp_profile.push(s);
+                    }
                 }
             }
         }
@@ -89,6 +98,14 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
                             f_run_as_user.push(i);
                         }
                     }
+                    if let Some(c_security_context_seccomp_profile) = c_security_context.get("seccompProfile") {
+                        if let Some(V::Str(s)) = c_security_context_seccomp_profile.get("type") {
+                            let s: &'v str = s;
+                            if !f_seccomp_profile.contains(&s) {
+                                f_seccomp_profile.push(s);
+                            }
+                        }
+                    }
                 }
                 for c_ports_item in iter_list(c.get("ports"))? {
                     if let Some(i) = int_of(c_ports_item.get("hostPort"))? {
@@ -110,7 +127,7 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
     let ints = |list: Vec<i128>| -> R<O<'v, 'a>> {
         Ok(O::Arr(list.into_iter().map(|i| i64::try_from(i).map(O::I).map_err(|_| Fallback)).collect::<R<Vec<_>>>()?))
     };
-    let mut pod: Vec<(Cow<'v, str>, O<'v, 'a>)> = Vec::with_capacity(11);
+    let mut pod: Vec<(Cow<'v, str>, O<'v, 'a>)> = Vec::with_capacity(12);
     pod.push((Cow::Borrowed("privileged"), O::B(f_privileged)));
     pod.push((Cow::Borrowed("allow_privilege_escalation"), O::B(f_allow_privilege_escalation)));
     pod.push((Cow::Borrowed("host_network"), O::B(f_host_network)));
@@ -133,6 +150,9 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
     }
     if let Some(s) = f_service_account {
         pod.push((Cow::Borrowed("service_account"), O::S(Cow::Borrowed(s))));
+    }
+    if !f_seccomp_profile.is_empty() {
+        pod.push((Cow::Borrowed("seccomp_profile"), strs(f_seccomp_profile)));
     }
     Ok(O::Obj(pod))
 }
