@@ -255,7 +255,7 @@ _POD: Final[dict[str, Any]] = {
         "containers": [{"name": "c", "image": "nginx:1.27", "ports": [{"containerPort": 22, "hostPort": 2222}],
                         "securityContext": {"privileged": True, "allowPrivilegeEscalation": True, "runAsUser": 0,
                                             "capabilities": {"add": ["NET_ADMIN"]},
-                                            "seccompProfile": {"type": "Unconfined"}}}]}},
+                                            "seccompProfile": {"type": "Unconfined"}, "procMount": "Unmasked"}}]}},
 }
 _ROLE: Final[dict[str, Any]] = {
     "objectRef": {"resource": "clusterroles", "name": "r", "apiGroup": "rbac.authorization.k8s.io"},
@@ -324,6 +324,8 @@ FIELDS: Final[tuple[TypedField, ...]] = (
     _F("kaudit.pod.seccomp_profile", "keyword", "seccompProfile.type of the pod and then of each container "
        "(Unconfined: no syscall filter)", _POD, ["RuntimeDefault", "Unconfined"],
        ("pod:securityContext.seccompProfile.type", "container:securityContext.seccompProfile.type"), "str", "unique"),
+    _F("kaudit.pod.proc_mount", "keyword", "each container's securityContext.procMount (Unmasked: /proc without the "
+       "runtime's masked and read-only paths)", _POD, ["Unmasked"], ("container:securityContext.procMount",), "str", "unique"),
     _F("kaudit.rbac.verbs", "keyword", "union over rules[].verbs, first seen first", _ROLE, ["get", "list"], by=_RBAC),
     _F("kaudit.rbac.resources", "keyword", "union over rules[].resources", _ROLE, ["secrets"], by=_RBAC),
     _F("kaudit.rbac.api_groups", "keyword", "union over rules[].apiGroups", _ROLE, [""], by=_RBAC),

@@ -20,6 +20,7 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
     f_run_as_user: list[Any] = []
     f_service_account: Any = None
     f_seccomp_profile: list[Any] = []
+    f_proc_mount: list[Any] = []
     for spec in specs:
         spec_host_network = spec.get("hostNetwork")
         if spec_host_network is True:
@@ -82,6 +83,9 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
                                 c_security_context_seccomp_profile_type = c_security_context_seccomp_profile.get("type")
                                 if isinstance(c_security_context_seccomp_profile_type, str) and c_security_context_seccomp_profile_type not in f_seccomp_profile:
                                     f_seccomp_profile.append(c_security_context_seccomp_profile_type)
+                            c_security_context_proc_mount = c_security_context.get("procMount")
+                            if isinstance(c_security_context_proc_mount, str) and c_security_context_proc_mount not in f_proc_mount:
+                                f_proc_mount.append(c_security_context_proc_mount)
                         c_ports = c.get("ports")
                         if isinstance(c_ports, list):
                             for c_ports_item in c_ports:
@@ -107,4 +111,6 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
         pod["service_account"] = f_service_account
     if f_seccomp_profile:
         pod["seccomp_profile"] = f_seccomp_profile
+    if f_proc_mount:
+        pod["proc_mount"] = f_proc_mount
     return pod

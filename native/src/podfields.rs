@@ -20,6 +20,7 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
     let mut f_run_as_user: Vec<i128> = Vec::new();
     let mut f_service_account: Option<&'v str> = None;
     let mut f_seccomp_profile: Vec<&'v str> = Vec::new();
+    let mut f_proc_mount: Vec<&'v str> = Vec::new();
     for &spec in specs {
         if matches!(spec.get("hostNetwork"), Some(V::Bool(true))) {
             f_host_network = true;
@@ -106,6 +107,12 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
                             }
                         }
                     }
+                    if let Some(V::Str(s)) = c_security_context.get("procMount") {
+                        let s: &'v str = s;
+                        if !f_proc_mount.contains(&s) {
+                            f_proc_mount.push(s);
+                        }
+                    }
                 }
                 for c_ports_item in iter_list(c.get("ports"))? {
                     if let Some(i) = int_of(c_ports_item.get("hostPort"))? {
@@ -127,7 +134,7 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
     let ints = |list: Vec<i128>| -> R<O<'v, 'a>> {
         Ok(O::Arr(list.into_iter().map(|i| i64::try_from(i).map(O::I).map_err(|_| Fallback)).collect::<R<Vec<_>>>()?))
     };
-    let mut pod: Vec<(Cow<'v, str>, O<'v, 'a>)> = Vec::with_capacity(12);
+    let mut pod: Vec<(Cow<'v, str>, O<'v, 'a>)> = Vec::with_capacity(13);
     pod.push((Cow::Borrowed("privileged"), O::B(f_privileged)));
     pod.push((Cow::Borrowed("allow_privilege_escalation"), O::B(f_allow_privilege_escalation)));
     pod.push((Cow::Borrowed("host_network"), O::B(f_host_network)));
@@ -153,6 +160,9 @@ pub(crate) fn pod_fields<'v, 'a>(specs: &[&'v V<'a>]) -> R<O<'v, 'a>> {
     }
     if !f_seccomp_profile.is_empty() {
         pod.push((Cow::Borrowed("seccomp_profile"), strs(f_seccomp_profile)));
+    }
+    if !f_proc_mount.is_empty() {
+        pod.push((Cow::Borrowed("proc_mount"), strs(f_proc_mount)));
     }
     Ok(O::Obj(pod))
 }
