@@ -84,6 +84,28 @@ def _event_iso(event: Mapping[str, Any], t: float | None) -> str | None:
     return iso(t)
 
 
+NODE_PREFIX = "system:node:"
+#: The key of ``user.extra`` naming the node a pod-bound service-account token was issued for.
+TOKEN_NODE_KEY = "authentication.kubernetes.io/node-name"
+
+
+def credential_node(user: Mapping[str, Any]) -> str | None:
+    """The node an identity's credential belongs to: a kubelet's own node (``system:node:NAME``), or the
+    node of the pod a bound service-account token was issued for (``user.extra``'s node-name, set by the
+    apiserver since Kubernetes 1.30); None for anything else."""
+    name = str(user.get("username") or "")
+    if name.startswith(NODE_PREFIX) and len(name) > len(NODE_PREFIX):
+        return name[len(NODE_PREFIX):]
+    extra = user.get("extra")
+    if isinstance(extra, Mapping):
+        value = extra.get(TOKEN_NODE_KEY)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def single_alert(rule: "PackRule", event: Mapping[str, Any], t: float | None) -> Alert:
     """Alert for one matching request (one per auditID)."""
     aid = str(event.get("auditID") or "")
@@ -108,6 +130,9 @@ def single_alert(rule: "PackRule", event: Mapping[str, Any], t: float | None) ->
     user = event.get("user")
     if isinstance(user, dict) and user.get("username") is not None:
         alert["user"] = {"name": user["username"]}
+        node = credential_node(user)
+        if node is not None:
+            alert["kaudit"]["alert"]["node"] = node
     ip = client_ip(event.get("sourceIPs"))  # as source.ip in the event's document: the first valid IP
     if ip is not None:
         alert["source"] = {"ip": ip}

@@ -16,6 +16,13 @@ identity differs: the usual pivot of a stolen kubeconfig or CI token is to a pod
 host, and a workload credential is not normally used from outside at all. Two *people* sharing an outside
 address (a VPN's egress) are not joined.
 
+A **node's own credential** (``system:node:NAME``, a kubelet) and a **pod-bound service-account token
+issued for a pod on that node** (the token's ``authentication.kubernetes.io/node-name``, recorded in the
+alert as ``kaudit.alert.node``) join each other's open incident whatever their addresses: someone holding a
+pod's token on a node who then acts with that node's kubelet credential (a static pod dropped on the host,
+mirrored by the kubelet) is one intrusion seen through two identities. Two pods' tokens on the same node
+are not joined (co-scheduled workloads are unrelated), only a token and its node.
+
 **Risk** (risk-based alerting): each rule of the incident counts once at the highest severity it
 reached (``SEVERITY_POINTS``), plus 10% per repeat up to five; the sum is multiplied by
 ``1 + 0.5 * (distinct ATT&CK tactics - 1)``: the same points spread over more tactics is more likely an
@@ -53,7 +60,8 @@ MAX_ALERT_IDS = 500
 INTERNAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10",
     "::1/128", "fc00::/7", "fe80::/10"))
-WORKLOAD_PREFIXES = ("system:serviceaccount:", "system:node:")
+NODE_PREFIX = "system:node:"
+WORKLOAD_PREFIXES = ("system:serviceaccount:", NODE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class OpenIncident:
     source: str | None
     first: float
     last: float
+    #: the node the incident's credential is bound to or is (see the module doc), None when unknown
+    node: str | None = None
 
 
 # --------------------------------------------------------------------------- alert facts
@@ -122,6 +132,22 @@ def is_outside(ip: str | None) -> bool:
     return not any(addr.version == n.version and addr in n for n in INTERNAL_NETWORKS)
 
 
+def alert_node(alert: Mapping[str, Any]) -> str | None:
+    """The node an alert's credential is bound to or is (``kaudit.alert.node``; a kubelet's own name)."""
+    node = alert.get("kaudit", {}).get("alert", {}).get("node")
+    if isinstance(node, str) and node:
+        return node
+    user = str((alert.get("user") or {}).get("name") or "")
+    return user[len(NODE_PREFIX):] if user.startswith(NODE_PREFIX) and len(user) > len(NODE_PREFIX) else None
+
+
+def node_linked(identity: str | None, node: str | None, other_identity: str | None, other_node: str | None) -> bool:
+    """True when one side is a kubelet and the other a pod token issued for a pod on that kubelet's node."""
+    if node is None or node != other_node or identity == other_identity:
+        return False
+    return (identity or "").startswith(NODE_PREFIX) != (other_identity or "").startswith(NODE_PREFIX)
+
+
 def is_workload(identity: str | None) -> bool:
     """A service account's or a node's identity (not a person's)."""
     return identity is not None and identity.startswith(WORKLOAD_PREFIXES)
@@ -154,10 +180,14 @@ class Assigner:
         self.options = options or IncidentOptions()
         self.open: dict[str, OpenIncident] = {i.id: i for i in open_incidents}
 
-    def _candidates(self, identity: str | None, source: str | None, t: float) -> list[tuple[int, float, str]]:
+    def _candidates(self, identity: str | None, source: str | None, t: float,
+                    node: str | None = None) -> list[tuple[int, float, str]]:
         out = []
         for inc in self.open.values():
             if t - inc.last > self.options.gap or t - inc.first > self.options.max_span or inc.first - t > self.options.gap:
+                continue
+            if node_linked(identity, node, inc.identity, inc.node):
+                out.append((1, inc.last, inc.id))  # a kubelet and a pod token of its node: one intrusion
                 continue
             if source is not None and inc.source is not None and source != inc.source:
                 continue
@@ -175,17 +205,19 @@ class Assigner:
         """The incident id for ``alert`` (opening a new incident when none is open for its actor)."""
         t, aid = alert_key(alert)
         identity, source = actor(alert)
-        found = self._candidates(identity, source, t) if identity or source else []
+        node = alert_node(alert)
+        found = self._candidates(identity, source, t, node) if identity or source else []
         if found:
             _, _, iid = min(found, key=lambda c: (-c[0], -c[1], c[2]))
             inc = self.open[iid]
             inc.identity = inc.identity or identity
             inc.source = inc.source or source
+            inc.node = inc.node or (node if identity == inc.identity else None)
             inc.last = max(inc.last, t)
             inc.first = min(inc.first, t)
             return iid
         iid = incident_id(aid)
-        self.open[iid] = OpenIncident(iid, identity, source, t, t)
+        self.open[iid] = OpenIncident(iid, identity, source, t, t, node)
         return iid
 
     def drop_closed(self, now: float) -> None:
@@ -224,6 +256,7 @@ def summarize(iid: str, alerts: Sequence[Mapping[str, Any]], options: IncidentOp
     sources: dict[str, None] = {}
     namespaces: dict[str, None] = {}
     users_seen: dict[str, None] = {}
+    nodes: dict[str | None, str] = {}  # identity -> the node its credential is bound to or is
     for a in ordered:
         t = alert_time(a)
         rule = a.get("rule") or {}
@@ -246,6 +279,9 @@ def summarize(iid: str, alerts: Sequence[Mapping[str, Any]], options: IncidentOp
         identity, source = actor(a)
         if identity:
             identities[identity] = None
+        node = alert_node(a)
+        if node is not None:
+            nodes.setdefault(identity, node)
         name = (a.get("user") or {}).get("name")
         if name:
             users_seen[str(name)] = None
@@ -286,7 +322,7 @@ def summarize(iid: str, alerts: Sequence[Mapping[str, Any]], options: IncidentOp
             "first_alert_time": iso(first),
             "last_alert_time": iso(last),
             "closes_at": iso(min(last + options.gap, first + options.max_span)),
-            "actor": {"identity": who, "source_ip": src},
+            "actor": {"identity": who, "source_ip": src, **({"node": nodes[who]} if who in nodes else {})},
             "identities": list(users_seen),
             "source_ips": list(sources),
             "namespaces": sorted(namespaces),
@@ -325,7 +361,7 @@ def open_incident(doc: Mapping[str, Any]) -> OpenIncident:
     return OpenIncident(inc["id"], inc["actor"].get("identity") if inc["actor"].get("identity") and
                         str(inc["actor"]["identity"]).lower() not in ANONYMOUS else None,
                         inc["actor"].get("source_ip"), _epoch(inc["first_alert_time"]) or 0.0,
-                        _epoch(inc["last_alert_time"]) or 0.0)
+                        _epoch(inc["last_alert_time"]) or 0.0, inc["actor"].get("node"))
 
 
 __all__ = ["IncidentOptions", "Assigner", "is_outside", "is_workload", "OpenIncident", "build_incidents", "summarize", "risk_score",

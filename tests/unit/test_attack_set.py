@@ -66,7 +66,6 @@ def test_each_multi_step_campaign_forms_one_incident(attack_set, pack):
         found = {incident_of[a["kaudit"]["alert"]["id"]] for a in alerts if set(a["kaudit"]["alert"]["audit_ids"]) & ids}
         if len(found) != 1:
             split[c.name] = len(found)
-    # Known limitation: the static pod of ci-token-escalation is created by the node's own credential (its
-    # kubelet mirrors the manifest the attacker dropped), a different actor on an internal address; linking a
-    # pod token to the node it is bound to is not done, so that step forms a second incident.
-    assert split == {"ci-token-escalation": 2}, f"campaigns split over several incidents: {split}"
+    # the static pod of ci-token-escalation is created by the node's own credential (its kubelet mirrors the
+    # manifest the attacker dropped): it joins the incident of the pod token issued for a pod on that node
+    assert split == {}, f"campaigns split over several incidents: {split}"

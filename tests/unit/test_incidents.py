@@ -177,3 +177,32 @@ def test_people_sharing_an_address_or_a_workload_inside_are_not_joined() -> None
     assert len(build_incidents(vpn)) == 2  # two people behind one VPN egress stay two incidents
     inside = [_alert(1, 0, "alice@corp.example", "10.1.2.3"), _alert(2, 1, sa, "10.1.2.3")]
     assert len(build_incidents(inside)) == 2  # a pod token from an internal address is its own actor
+
+
+def _with_node(alert: dict[str, Any], node: str) -> dict[str, Any]:
+    alert["kaudit"]["alert"]["node"] = node
+    return alert
+
+
+def test_a_kubelet_joins_the_incident_of_a_pod_token_issued_on_its_node() -> None:
+    """A stolen pod token escalates, then a static pod appears through that node's kubelet: one incident,
+    also when the later alert meets the incident restored from the store (``detect`` window by window)."""
+    node = "ip-10-0-2-27.eu-west-1.compute.internal"
+    sa = "system:serviceaccount:gitlab-ci:deployer"
+    token = [_with_node(_alert(1, 0, sa, "10.244.9.41"), node), _with_node(_alert(2, 2, sa, "10.244.9.41"), node)]
+    kubelet = _alert(3, 4, f"system:node:{node}", "10.0.2.27")
+    (inc,) = build_incidents([*token, kubelet])
+    assert inc["kaudit"]["incident"]["alert_count"] == 3
+    assert inc["kaudit"]["incident"]["actor"] == {"identity": sa, "source_ip": "10.244.9.41", "node": node}
+    stored = summarize(inc["kaudit"]["incident"]["id"], token)
+    assigner = Assigner(IncidentOptions(), [open_incident(stored)])
+    assert assigner.assign(kubelet) == inc["kaudit"]["incident"]["id"]
+
+
+def test_pod_tokens_sharing_a_node_or_another_nodes_kubelet_are_not_joined() -> None:
+    node = "ip-10-0-2-27.eu-west-1.compute.internal"
+    a = _with_node(_alert(1, 0, "system:serviceaccount:ci:deployer", "10.244.9.41"), node)
+    b = _with_node(_alert(2, 1, "system:serviceaccount:web:frontend", "10.244.9.77"), node)
+    assert len(build_incidents([a, b])) == 2  # co-scheduled workloads are unrelated
+    other = _alert(3, 2, "system:node:ip-10-0-3-14.eu-west-1.compute.internal", "10.0.3.14")
+    assert len(build_incidents([a, other])) == 2
