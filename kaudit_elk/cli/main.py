@@ -88,6 +88,7 @@ def bootstrap(
     rollover_age: Annotated[str, typer.Option(help="Roll the write index over after this age")] = "1d",
     shards: Annotated[int, typer.Option(help="Primary shards per backing index")] = 1,
     pipeline: Annotated[bool, typer.Option("--pipeline/--no-pipeline", help="Install the server-side ingest pipeline as the stream's default pipeline (when the engine has the processors)")] = True,
+    write_once: Annotated[bool, typer.Option("--write-once/--no-write-once", help="OpenSearch: refuse every write but a create to stored audit documents and integrity links with a final pipeline (its security has no create-only permission)")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and a diff; change nothing")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite objects of the same name that kaudit-elk does not own")] = False,
     kibana_url: Annotated[Optional[str], typer.Option("--kibana-url", envvar="KAUDIT_KIBANA_URL", help="Also import the dashboards into this Kibana")] = None,
@@ -116,7 +117,7 @@ def bootstrap(
         with conn.engine() as engine:
             options = BootstrapOptions(namespace=settings.namespace, cluster=settings.cluster,
                                        retention_days=retention_days, rollover_age=rollover_age, shards=shards,
-                                       pipeline=pipeline)
+                                       pipeline=pipeline, write_once=write_once)
             done = install(engine, options, force=force, dry_run=dry_run, create_roles=create_roles,
                            api_key_roles=create_api_key, api_key_expiration=api_key_expiration,
                            roles_only=roles_only)

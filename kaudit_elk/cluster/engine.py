@@ -46,7 +46,11 @@ def _error_reason(body: Any) -> str:
         err = body.get("error")
         if isinstance(err, dict):
             root = (err.get("root_cause") or [err])[0]
-            return f"{root.get('type', err.get('type'))}: {root.get('reason', err.get('reason'))}"
+            reason = f"{root.get('type', err.get('type'))}: {root.get('reason', err.get('reason'))}"
+            cause = err.get("caused_by")  # a script's own exception ("runtime error" says nothing)
+            if isinstance(cause, dict) and cause.get("reason") and str(cause["reason"]) not in reason:
+                reason += f" (caused by {cause.get('type')}: {cause['reason']})"
+            return reason
         if err:
             return str(err)
     text = body if isinstance(body, str) else json.dumps(body)[:500]

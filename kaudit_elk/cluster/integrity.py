@@ -32,11 +32,11 @@ from kaudit_elk.cluster.engine import Engine, EngineRequestError
 GENESIS = "0" * 32
 KEY_ENV = "KAUDIT_INTEGRITY_KEY"
 
-MAPPING = {
+MAPPING: dict[str, Any] = {
     "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
     "mappings": {"dynamic": False, "properties": {
         "chain": {"type": "keyword"}, "seq": {"type": "long"}, "prev": {"type": "keyword"},
-        "hash": {"type": "keyword"}, "keyed": {"type": "boolean"}, "count": {"type": "integer"},
+        "hash": {"type": "keyword"}, "keyed": {"type": "boolean"}, "canonical": {"type": "boolean"}, "count": {"type": "integer"},
         "created": {"type": "date"}, "min_ts": {"type": "date"}, "max_ts": {"type": "date"},
         "stream": {"type": "keyword"}, "writer": {"type": "keyword"}, "indices": {"type": "keyword"},
         "ids": {"type": "keyword", "doc_values": False},
@@ -54,9 +54,16 @@ def doc_digest(source: bytes) -> str:
     return hashlib.blake2b(source, digest_size=16).hexdigest()
 
 
-def source_digest(source: Any) -> str:
-    """The digest of a ``_source`` as returned by the engine (parsed, key order kept)."""
-    return doc_digest(orjson.dumps(source))
+def source_digest(source: Any, canonical: bool = False) -> str:
+    """The digest of a ``_source`` as returned by the engine (parsed): key order kept, or, for a
+    ``canonical`` link, keys sorted."""
+    return doc_digest(orjson.dumps(source, option=orjson.OPT_SORT_KEYS) if canonical else orjson.dumps(source))
+
+
+def canonical_digest(source: bytes) -> str:
+    """The digest of a document's JSON with its keys sorted: what survives an ingest pipeline, which
+    stores the ``_source`` it re-serialised from a map (OpenSearch's write-once final pipeline)."""
+    return doc_digest(orjson.dumps(orjson.loads(source), option=orjson.OPT_SORT_KEYS))
 
 
 def _key() -> bytes | None:
@@ -86,16 +93,20 @@ class PreparedLink:
     min_ts: str | None
     max_ts: str | None
     indices: list[str]
+    #: digests over sorted keys (:func:`canonical_digest`), not the bytes sent
+    canonical: bool = False
 
 
-def prepare(items: Sequence[Any], indices: Sequence[str] = ()) -> PreparedLink | None:
+def prepare(items: Sequence[Any], indices: Sequence[str] = (), canonical: bool = False) -> PreparedLink | None:
     """Digests of created items (objects with ``doc_id``, ``timestamp``, ``source``) and the backing
-    indices they were created in; None when there are none."""
+    indices they were created in; None when there are none. ``canonical``: over sorted keys, for a
+    stream whose documents pass an ingest pipeline (which does not keep the key order)."""
     if not items:
         return None
     ts = [it.timestamp for it in items if it.timestamp]
-    return PreparedLink([it.doc_id for it in items], [doc_digest(it.source) for it in items],
-                        min(ts) if ts else None, max(ts) if ts else None, sorted({i for i in indices if i}))
+    digest = canonical_digest if canonical else doc_digest
+    return PreparedLink([it.doc_id for it in items], [digest(it.source) for it in items],
+                        min(ts) if ts else None, max(ts) if ts else None, sorted({i for i in indices if i}), canonical)
 
 
 def ensure_index(engine: Engine, index: str) -> None:
@@ -121,6 +132,9 @@ class ChainWriter:
         self.prev = GENESIS
         self.retry_for = retry_for
         self.key = _key()
+        #: OpenSearch streams pass bootstrap's write-once final pipeline, which re-serialises each
+        #: document: digest them over sorted keys there (the link says so)
+        self.canonical = engine.flavor == "opensearch"
         self._lock = threading.Lock()
         self._ready = False
 
@@ -142,6 +156,8 @@ class ChainWriter:
                    "count": len(link.ids), "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds")
                    .replace("+00:00", "Z"), "min_ts": link.min_ts, "max_ts": link.max_ts, "stream": self.stream,
                    "writer": self.writer, "indices": link.indices, "ids": link.ids, "digests": link.digests}
+            if link.canonical:
+                doc["canonical"] = True
             self._write(f"{self.chain}:{seq:012d}", doc)
             self.seq, self.prev = seq, digest
 

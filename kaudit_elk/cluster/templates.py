@@ -16,6 +16,7 @@ from kaudit_elk import __version__
 from kaudit_elk.events import fieldspec
 from kaudit_elk.base.content import render
 from kaudit_elk.cluster.engine import Capabilities
+from kaudit_elk.cluster.integrity import MAPPING, integrity_index
 
 MANAGED_BY = "kaudit-elk"
 #: Fields set by ``kaudit-elk ingest``/``serve`` (not by the normalizer): when the event reached us.
@@ -48,6 +49,18 @@ class Names:
     @property
     def pipeline(self) -> str:
         return f"kaudit-audit-{self.namespace}"
+
+    @property
+    def write_once_pipeline(self) -> str:
+        return f"kaudit-write-once-{self.namespace}"
+
+    @property
+    def integrity_index(self) -> str:
+        return integrity_index(self.namespace)
+
+    @property
+    def integrity_template(self) -> str:
+        return f"kaudit-integrity-{self.namespace}"
 
     @property
     def policy(self) -> str:
@@ -98,6 +111,7 @@ class BootstrapOptions:
     rollover_size: str = "50gb"
     shards: int = 1
     pipeline: bool = True  # install the server-side pipeline as the stream's default pipeline
+    write_once: bool = True  # OpenSearch: the write-once final pipeline on the stream and the integrity index
 
 
 def digest_of(body: Any) -> str:
@@ -187,6 +201,31 @@ def _finish(kind: str, name: str, path: str, body: dict[str, Any], marker: str) 
     return DesiredObject(kind, name, path, body, digest)
 
 
+#: ``_version`` of an index request inside an ingest pipeline when it is a *create* (``op_type=create``,
+#: ``_create``): Versions.MATCH_DELETED. An index request that may overwrite has MATCH_ANY (-3), one with
+#: ``version``/``version_type=external`` its version (checked on OpenSearch 2.19 and 3.x).
+CREATE_VERSION = -4
+
+
+WRITE_ONCE_MESSAGE = ("kaudit-elk: audit documents and integrity links are write-once; only create requests are "
+                      "allowed (this request would overwrite a document)")
+
+
+def write_once_pipeline() -> dict[str, Any]:
+    """A final pipeline that refuses every write but a create (HTTP 400): the audit stream's and the
+    integrity index's documents can be added, never overwritten (OpenSearch's security plugin has no
+    create-only permission, so ``indices:data/write/index`` alone would let the writer overwrite through a
+    backing index). Updates run the final pipeline too and are refused; deletes are refused by the role."""
+    return {
+        "description": "kaudit-elk write-once: only create requests may write audit documents and integrity links",
+        "processors": [{"script": {
+            "lang": "painless",
+            "source": f"if (ctx._version != {CREATE_VERSION}L) {{ throw new IllegalArgumentException(params.message); }}",
+            "params": {"message": WRITE_ONCE_MESSAGE},
+        }}],
+    }
+
+
 def pipeline_processors(body: dict[str, Any]) -> set[str]:
     """Processor types used anywhere in a pipeline body (nested foreach/on_failure included)."""
     found: set[str] = set()
@@ -248,6 +287,18 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
                                    "description"))
             default_pipeline = names.pipeline
 
+    final_pipeline = None
+    if flavor == "opensearch" and options.write_once:
+        if "script" in caps.ingest_processors and caps.painless:
+            objects.append(_finish("ingest_pipeline", names.write_once_pipeline,
+                                   f"/_ingest/pipeline/{names.write_once_pipeline}", write_once_pipeline(),
+                                   "description"))
+            final_pipeline = names.write_once_pipeline
+        else:
+            notes.append("write-once pipeline not installed (no script processor or painless): OpenSearch has no "
+                         "create-only permission, so the writer could overwrite a stored document through its "
+                         "backing index; `kaudit-elk verify` still detects it")
+
     properties = mapping_properties(
         {**fieldspec.TYPED_FIELDS, **CLIENT_FIELDS}, fieldspec.FLAT_FIELDS, caps.flat_type,
         constants=stream_constants(options.namespace), constant_keyword=caps.constant_keyword)
@@ -268,6 +319,20 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
         ("incidents-index.json.j2", names.incidents_template),
     ):
         body = json.loads(render("index_templates", template, meta=_meta("index_template"),
-                                 default_pipeline=default_pipeline, **common))
+                                 default_pipeline=default_pipeline,
+                                 final_pipeline=final_pipeline if template == "audit-index.json.j2" else None,
+                                 **common))
         objects.append(_finish("index_template", name, f"/_index_template/{name}", body, "_meta"))
+    objects.append(_finish("index_template", names.integrity_template, f"/_index_template/{names.integrity_template}",
+                           integrity_template(names, final_pipeline), "_meta"))
     return objects, notes
+
+
+def integrity_template(names: Names, final_pipeline: str | None) -> dict[str, Any]:
+    """The integrity index's template: its mapping, and the write-once pipeline where one is installed
+    (whoever creates the index — the first writer does — gets both)."""
+    settings: dict[str, Any] = {"index": dict(MAPPING["settings"]["index"])}
+    if final_pipeline:
+        settings["index"]["final_pipeline"] = final_pipeline
+    return {"index_patterns": [names.integrity_index], "priority": 250,
+            "template": {"settings": settings, "mappings": MAPPING["mappings"]}, "_meta": _meta("index_template")}

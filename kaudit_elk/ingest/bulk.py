@@ -372,7 +372,7 @@ class Ingester:
     def chain_batch(self, batch: _Batch) -> None:
         """Digest and chain what ``batch`` created (for callers that send batches themselves: serve's shipper)."""
         if self.chain is not None:
-            self.chain.commit(integrity.prepare(batch.created, batch.created_in))
+            self.chain.commit(integrity.prepare(batch.created, batch.created_in, self.chain.canonical))
 
     def _send_chained(self, batch: _Batch) -> None:
         """Send, then digest what was created (in the worker thread; ``settle`` writes the link in order)."""
@@ -380,7 +380,7 @@ class Ingester:
             self._send(batch)
         finally:
             if self.chain is not None:
-                batch.link = integrity.prepare(batch.created, batch.created_in)
+                batch.link = integrity.prepare(batch.created, batch.created_in, self.chain.canonical)
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, records: Iterable[Record], checkpoint: Checkpoint | None = None) -> IngestStats:

@@ -114,7 +114,7 @@ def verify(engine: Engine, namespace: str, since: str = "now-24h", until: str = 
     for hit in links:
         src = hit["_source"]
         by_chain.setdefault(str(src.get("chain")), {})[int(src.get("seq", 0))] = src
-    expected: dict[str, tuple[LinkReport, str]] = {}
+    expected: dict[str, tuple[LinkReport, str, bool]] = {}
     spans: set[str] = set()
     for chain, seqs in sorted(by_chain.items()):
         lo, hi = min(seqs), max(seqs)
@@ -159,7 +159,7 @@ def verify(engine: Engine, namespace: str, since: str = "now-24h", until: str = 
                     continue  # a link between two of this index's links, about documents elsewhere
                 spans.update(ids)  # created in this and another index: a miss here is not a deletion
             for i, d in zip(ids, digests):
-                expected[i] = (rep, d)
+                expected[i] = (rep, d, bool(src.get("canonical")))
             if rep.problems:
                 report.bad_links.append(rep)
     report.documents = len(expected)
@@ -171,17 +171,17 @@ def verify(engine: Engine, namespace: str, since: str = "now-24h", until: str = 
                               ignore=(404,))
         for hit in (body or {}).get("hits", {}).get("hits", []):
             found.setdefault(hit["_id"], []).append((hit["_index"], hit["_source"]))
-    for _id, (rep, digest) in expected.items():
+    for _id, (rep, digest, canonical) in expected.items():
         copies = found.get(_id)
         if not copies:
             if _id in spans:
                 report.elsewhere += 1
                 continue
             rep.deleted.append(_id)
-        elif any(source_digest(src) != digest for _, src in copies):
+        elif any(source_digest(src, canonical) != digest for _, src in copies):
             rep.modified.append(_id)
     seen_bad = {id(r) for r in report.bad_links}
-    for rep, _ in expected.values():
+    for rep, _, _ in expected.values():
         if (rep.modified or rep.deleted) and id(rep) not in seen_bad:
             report.bad_links.append(rep)
             seen_bad.add(id(rep))

@@ -6,14 +6,15 @@ rewrite or remove what it wrote: update and delete by id, an overwriting index r
 and, with ``if_seq_no``/``if_primary_term``, on the backing index), the same through ``_bulk``, update/
 delete by query, deleting the backing index or the data stream. Each is refused, and the superuser
 sees every document exactly as it was. The integrity chain's links get the same treatment.
-On OpenSearch the overwriting index request still gets through (a known gap: ``KNOWN_OS_HOLE``).
+On OpenSearch, whose security plugin has no create-only permission, the writer's ``indices:data/write/index``
+would let an overwriting index request through a backing index; bootstrap's write-once final pipeline
+refuses every write but a create there.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -30,9 +31,6 @@ from tests.e2e.conftest import SecuredEngine, secured_engine
 from tests.e2e.test_real_stack import _SETTINGS_ENV, create_user, superuser
 
 pytestmark = pytest.mark.timeout(900)
-
-# an overwriting index request on the backing index with if_seq_no, or on the plain integrity index
-KNOWN_OS_HOLE = re.compile(r"^PUT /(\.ds-logs-kubernetes\.audit_logs-|kaudit-integrity-)[^/]+/_doc/[^ ]+ -> ")
 
 def kaudit(engine: SecuredEngine, creds: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in _SETTINGS_ENV}
@@ -123,14 +121,6 @@ def test_writer_role_cannot_update_or_delete_audit_documents(flavor: str, corpus
     done += try_all(writer, [("DELETE", f"/_data_stream/{names.stream}", None, {})])
     link_id, (link_index, link_seq, link_term, _) = sorted(links_before.items())[0]
     done += try_all(writer, attempts(links_index, link_id, link_index, link_seq, link_term))
-    if flavor == "opensearch" and done and all(KNOWN_OS_HOLE.match(d) for d in done):
-        # Known, not fixed yet: OpenSearch's security plugin has no create-only permission, so the
-        # writer's indices:data/write/index also overwrites a document through its backing index
-        # (if_seq_no/if_primary_term) and a link of the plain integrity index; a permission on the
-        # stream's name alone covers the backing indices too (tried on 2.19.4). Everything else is
-        # refused (checked above). A final pipeline that fails every non-create write closes it (see
-        # the README); when it does, this test passes on OpenSearch as well.
-        pytest.xfail(f"OpenSearch writer can overwrite by index request: {done}")
     assert not done, f"the writer role {flavor} could change what it wrote: {done}"
     assert snapshot(su, names.stream) == before, "an audit document changed"
     assert snapshot(su, links_index) == links_before, "an integrity link changed"

@@ -6,14 +6,16 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from kaudit_elk.cluster.bootstrap import apply, build_plan
-from kaudit_elk.cluster.engine import Engine
+from kaudit_elk.cluster.engine import Engine, EngineRequestError
 from kaudit_elk.cluster.integrity import integrity_index
 from kaudit_elk.cluster.templates import BootstrapOptions, Names
 from kaudit_elk.ingest.bulk import IngestOptions, ingest
 from kaudit_elk.trail.verify import verify
+from tests.engine.tamper import overwrite_as_admin, rewrite_actor
 
 INPUTS = Path(__file__).resolve().parents[1] / "golden" / "inputs"
 SINCE = "2000-01-01T00:00:00Z"
@@ -51,10 +53,9 @@ def test_clean_chain_verifies(engine: Engine, tmp_path: Path) -> None:
 def test_modified_deleted_and_inserted_documents_are_reported(engine: Engine, tmp_path: Path) -> None:
     namespace, indexed = _ingest(engine, tmp_path)
     first, second = _hits(engine, namespace, 2)
-    changed = dict(first["_source"])
-    changed["user"] = dict(changed.get("user") or {}, name="someone-else")
-    engine.request("PUT", f"/{first['_index']}/_doc/{first['_id']}", changed,
-                   params={"if_seq_no": first["_seq_no"], "if_primary_term": first["_primary_term"], "refresh": "true"})
+    changed = rewrite_actor(first["_source"])
+    overwrite_as_admin(engine, first["_index"], first["_id"], changed, if_seq_no=str(first["_seq_no"]),
+                        if_primary_term=str(first["_primary_term"]), refresh="true")
     engine.request("DELETE", f"/{second['_index']}/_doc/{second['_id']}", params={"refresh": "true"})
     forged = dict(second["_source"], **{"@timestamp": "2024-01-02T03:04:05.000Z"})
     stream = Names(namespace).stream
@@ -78,7 +79,7 @@ def test_removed_or_altered_link_breaks_the_chain(engine: Engine, tmp_path: Path
     src = dict(altered["_source"])
     src["digests"] = list(src["digests"])
     src["digests"][0] = "0" * 32
-    engine.request("PUT", f"/{index}/_doc/{altered['_id']}", src, params={"refresh": "true"})
+    overwrite_as_admin(engine, index, altered["_id"], src, refresh="true")
     report = verify(engine, namespace, SINCE)
     problems = {r.seq: r.problems for r in report.bad_links if r.problems}
     assert problems[removed["_source"]["seq"]] == ["link missing from the integrity index"]
@@ -97,3 +98,30 @@ def test_keyed_chain_needs_the_key(engine: Engine, tmp_path: Path, monkeypatch: 
     monkeypatch.delenv("KAUDIT_INTEGRITY_KEY")
     report = verify(engine, namespace, SINCE)
     assert report.ok and report.unverified_hashes == report.links
+
+
+def test_stored_documents_and_links_are_write_once(engine: Engine, tmp_path: Path) -> None:
+    """Nothing the writer may send overwrites a stored audit document or integrity link: on OpenSearch the
+    write-once final pipeline refuses every write but a create (its security plugin has no create-only
+    permission); on Elasticsearch the writer's ``create_doc`` privilege does (tests/e2e/test_writer_role.py)."""
+    if engine.flavor != "opensearch":
+        pytest.skip("Elasticsearch refuses overwrites by the writer's create_doc privilege, not by a pipeline")
+    namespace, _ = _ingest(engine, tmp_path)
+    (doc,) = _hits(engine, namespace, 1)
+    link = engine.request("POST", f"/{integrity_index(namespace)}/_search", {"size": 1, "seq_no_primary_term": True})
+    (link,) = link["hits"]["hits"]
+    forged = {"@timestamp": "2020-01-01T00:00:00Z", "kaudit": {"forged": True}}
+    for hit in (doc, link):
+        path = f"/{hit['_index']}/_doc/{hit['_id']}"
+        for params in ({}, {"if_seq_no": str(hit["_seq_no"]), "if_primary_term": str(hit["_primary_term"])},
+                       {"version": "99", "version_type": "external"}):
+            with pytest.raises(EngineRequestError, match="write-once"):
+                engine.request("PUT", path, forged, params=params)
+        with pytest.raises(EngineRequestError, match="write-once"):
+            engine.request("POST", f"/{hit['_index']}/_update/{hit['_id']}", {"doc": forged})
+        bulk = engine.request("POST", "/_bulk", "\n".join(orjson.dumps(x).decode() for x in (
+            {"index": {"_index": hit["_index"], "_id": hit["_id"]}}, forged)) + "\n", params={"refresh": "true"})
+        assert "write-once" in str(bulk["items"][0]["index"]["error"])
+        stored = engine.request("GET", path)
+        assert stored["_source"] == hit["_source"] and stored["_seq_no"] == hit["_seq_no"]
+    assert verify(engine, namespace, SINCE).ok

@@ -52,4 +52,4 @@ def test_installed_wheel_finds_its_content_and_renders_templates(wheel: Path, tm
     assert out.returncode == 0, out.stderr
     *dirs, count = __import__("json").loads(out.stdout)
     assert all(d.startswith(str(site / "kaudit_elk" / "_content")) for d in dirs)
-    assert count == 6  # 2 component templates + audit, alerts, state and incidents index templates
+    assert count == 7  # 2 component templates + audit, alerts, state, incidents and integrity index templates
