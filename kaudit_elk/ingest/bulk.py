@@ -220,26 +220,29 @@ class Ingester:
             return None  # no auditID: the id is a digest of the decoded event (Python path)
         return result
 
-    def _to_item(self, record: Record) -> _Item | None:
+    def _to_item(self, record: Record, stats: IngestStats | None = None) -> _Item | None:
+        """The bulk item of a record (None: skipped or dead-lettered, counted in ``stats``,
+        by default this run's)."""
+        stats = self.stats if stats is None else stats
         prepared = record.prepared
         if prepared is not None:
             if not prepared:
                 with self._lock:
-                    self.stats.skipped += 1
+                    stats.skipped += 1
                 return None
             _id, timestamp, source = prepared
             self.stats.native += 1  # only the reading thread writes this counter
             action = orjson.dumps({"create": {"_index": self.stream, "_id": _id}})
             return _Item(record, _id, timestamp, action, source)
         if record.error is not None or record.event is None:
-            self._dead(record, record.error or "no event")
+            self._dead(record, record.error or "no event", stats)
             return None
         try:
             key = event_key(record.event)  # before normalize, which consumes envelope facts
             doc = normalize(record.event, self.norm)
             if doc is None:
                 with self._lock:
-                    self.stats.skipped += 1
+                    stats.skipped += 1
                 return None
             now = self._now
             doc.setdefault("event", {})["ingested"] = now
@@ -249,22 +252,23 @@ class Ingester:
                 doc.setdefault("tags", []).append("kaudit_timestamp_missing")
             source = orjson.dumps(doc)
         except NormalizeError as exc:
-            self._dead(record, f"invalid event: {exc}")
+            self._dead(record, f"invalid event: {exc}", stats)
             return None
         except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (about 250 levels)
-            self._dead(record, f"invalid event: cannot be written as a document: {exc}")
+            self._dead(record, f"invalid event: cannot be written as a document: {exc}", stats)
             return None
         audit = doc.get("kubernetes", {}).get("audit", {})
         _id = doc_id(self.options.cluster, key, str(audit.get("stage", "")))
         action = orjson.dumps({"create": {"_index": self.stream, "_id": _id}})
         return _Item(record, _id, doc["@timestamp"], action, source)
 
-    def _dead(self, record: Record, reason: str) -> None:
+    def _dead(self, record: Record, reason: str, stats: IngestStats | None = None) -> None:
+        stats = self.stats if stats is None else stats
         self.dead.write(record, reason)
         with self._lock:
-            self.stats.dead_lettered += 1
+            stats.dead_lettered += 1
             kind = reason.split(":", 1)[0][:60]
-            self.stats.reasons[kind] = self.stats.reasons.get(kind, 0) + 1
+            stats.reasons[kind] = stats.reasons.get(kind, 0) + 1
 
     # -- duplicates across rollover -----------------------------------------------------------
     def _refresh_stream_info(self) -> None:
@@ -294,7 +298,8 @@ class Ingester:
         return {h["_id"] for h in body["hits"]["hits"]}
 
     # -- sending ------------------------------------------------------------------------------
-    def _send(self, batch: _Batch) -> None:
+    def _send(self, batch: _Batch, stats: IngestStats | None = None) -> None:
+        stats = self.stats if stats is None else stats
         pending = batch.items
         existing = self._already_stored(pending)
         if existing:
@@ -302,7 +307,7 @@ class Ingester:
             for it in pending:
                 if it.doc_id in existing:
                     with self._lock:
-                        self.stats.duplicates += 1
+                        stats.duplicates += 1
                 else:
                     keep.append(it)
             pending = keep
@@ -321,7 +326,7 @@ class Ingester:
                 result = None  # unreachable / connection reset: the engine may be restarting
             if result is None:
                 with self._lock:
-                    self.stats.retried_requests += 1
+                    stats.retried_requests += 1
             else:
                 retry: list[_Item] = []
                 for it, entry in zip(pending, result.get("items", [])):
@@ -331,10 +336,10 @@ class Ingester:
                         batch.created.append(it)
                         batch.created_in.append(str(res.get("_index", "")))
                         with self._lock:
-                            self.stats.indexed += 1
+                            stats.indexed += 1
                     elif status == 409:
                         with self._lock:
-                            self.stats.duplicates += 1
+                            stats.duplicates += 1
                     elif status in RETRYABLE:
                         retry.append(it)
                     elif status in REFUSED or _error_type(res) in REFUSED_TYPES:
@@ -343,9 +348,9 @@ class Ingester:
                         text = _reason(res)
                         raise self._refused(status, f"HTTP {status}: {missing_privilege(text) or text}", len(pending))
                     else:
-                        self._dead(it.record, f"rejected by the engine: {_reason(res)}")
+                        self._dead(it.record, f"rejected by the engine: {_reason(res)}", stats)
                 with self._lock:
-                    self.stats.retried_items += len(retry)
+                    stats.retried_items += len(retry)
                 pending = retry
             if not pending:
                 break

@@ -41,8 +41,17 @@ class ServeMetrics:
         self.spool_write_seconds = Histogram("kaudit_spool_write_seconds", "Duration of one group write + fsync",
                                              buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
                                              registry=r)
+        self.spool_write_group = Histogram("kaudit_spool_write_group_requests",
+                                           "Requests acknowledged by one group write + fsync",
+                                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.in_flight = Gauge("kaudit_serve_requests_in_flight", "Requests being received", registry=r)
+        self.waiting = Gauge("kaudit_serve_requests_waiting",
+                             "Requests waiting for a slot (--max-concurrent / --max-inflight-mb), body not read yet",
+                             registry=r)
         self.connections = Gauge("kaudit_serve_connections", "Open client connections", registry=r)
+        self.connections_accepted = Counter("kaudit_serve_connections_accepted",
+                                            "Client connections accepted (each one a TLS handshake under TLS)",
+                                            registry=r)
 
         def stat(name: str) -> Callable[[], float]:
             def read() -> float:
@@ -58,8 +67,10 @@ class ServeMetrics:
         Gauge("kaudit_spool_corrupt_bytes", "Bytes moved to corrupt/ (torn or damaged records)",
               registry=r).set_function(stat("corrupt_bytes"))
 
-        self.events = Counter("kaudit_ship_events_received", "Audit events decoded from spooled batches", registry=r)
-        self.ship_stats: Callable[[], Any] = lambda: None  # the shipper's IngestStats (totals), set by the shipper
+        self.ship_stats: Callable[[], Any] = lambda: None  # the shipper's committed totals (IngestStats)
+        self.yielded = Counter("kaudit_ship_yielded_seconds",
+                               "Seconds the shipper paused so that intake had the CPU (spool within its marks)",
+                               registry=r)
         r.register(_ShipTotals(self))
         self.bulk_seconds = Histogram("kaudit_ship_bulk_seconds", "Duration of one _bulk request",
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
@@ -79,8 +90,9 @@ class ServeMetrics:
 
 
 class _ShipTotals(Collector):
-    """Delivery totals read from the shipper's IngestStats at scrape time (several batches are in
-    flight at once, so counting deltas per batch would double count)."""
+    """Delivery totals read at scrape time from the shipper's committed totals: a batch counts once,
+    when the spool cursor moves past it, with the outcome of the attempt that delivered it (a batch
+    sent again after a failure, or replayed after a restart, is not counted twice)."""
 
     def __init__(self, metrics: ServeMetrics) -> None:
         self.metrics = metrics
@@ -88,7 +100,10 @@ class _ShipTotals(Collector):
     def collect(self) -> Iterable[CounterMetricFamily]:
         stats = self.metrics.ship_stats()
         get = (lambda name: getattr(stats, name)) if stats is not None else (lambda name: 0)
-        for name, attr, doc in (("kaudit_ship_indexed", "indexed", "Events indexed"),
+        for name, attr, doc in (("kaudit_ship_events_received", "read",
+                                 "Audit events of the delivered spooled batches (counted once, as the spool moves past "
+                                 "their batch)"),
+                                ("kaudit_ship_indexed", "indexed", "Events indexed"),
                                 ("kaudit_ship_duplicates", "duplicates", "Events already stored (resent or replayed)"),
                                 ("kaudit_ship_skipped", "skipped", "Events left out by the stage policy")):
             yield CounterMetricFamily(name, doc, value=get(attr))

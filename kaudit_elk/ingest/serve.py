@@ -8,9 +8,11 @@ decides the answer, so the apiserver never waits for the engine and nothing ackn
 Answers: ``200`` spooled · ``400`` the body is not JSON · ``401`` missing/bad bearer token or
 client certificate · ``403`` a client certificate whose name is not allowed · ``408`` the body came
 too slowly · ``411`` no body · ``413`` over ``max_body_bytes`` (Content-Length is checked first;
-chunked bodies are counted as they arrive) · ``429`` too many requests or request bytes in flight ·
-``503`` the spool is full (bytes or age) or cannot be written. 408/429/503 carry ``Retry-After``;
-the apiserver's webhook backend retries any non-2xx answer with backoff.
+chunked bodies are counted as they arrive) · ``429`` no slot within ``queue_timeout`` (a request
+over ``max_concurrent`` or ``max_inflight_bytes`` waits for one, its body not read yet, instead of
+being refused at once) · ``503`` the spool is full (bytes or age) or cannot be written.
+408/429/503 carry ``Retry-After``; the apiserver's webhook backend retries any non-2xx answer with
+backoff (10 s first), so a refusal costs far more than a short wait.
 
 Server: aiohttp on asyncio (one thread; TLS handshakes never block other clients), TLS by default
 with optional client-certificate verification, per-connection header/idle deadlines, a cap on
@@ -28,8 +30,10 @@ import os
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -65,6 +69,7 @@ class ServeOptions:
     max_body_bytes: int = 32 << 20
     max_inflight_bytes: int = 256 << 20  # request bytes being received at once (memory bound)
     max_concurrent: int = 32  # requests being received or spooled at once
+    queue_timeout: float = 10.0  # seconds a request over the caps waits for a slot before its 429
     max_connections: int = 1024
     handshake_timeout: float = 10.0
     header_timeout: float = 10.0  # from a request's first byte to its complete headers
@@ -190,6 +195,7 @@ class _Guard(asyncio.Protocol):
         self.transport = transport
         r.guards[transport] = self
         r.metrics.connections.set(len(r.guards))
+        r.metrics.connections_accepted.inc()
         self._arm(r.options.idle_timeout)
         assert self.inner is not None
         self.inner.connection_made(transport)
@@ -264,11 +270,13 @@ class Receiver:
         self.metrics: ServeMetrics = None  # type: ignore[assignment]
         self.spool = Spool(options.spool_dir, options.spool, on_corrupt=self._corrupt)
         self.metrics = ServeMetrics(self.spool.stats)
-        self.writer = SpoolWriter(self.spool, on_write=lambda n, s: self.metrics.spool_write_seconds.observe(s))
-        self.shipper = Shipper(self.spool, connect, options.ship, self.metrics)
+        self.writer = SpoolWriter(self.spool, on_write=self._written)
+        self.shipper = Shipper(self.spool, connect, options.ship, self.metrics, intake_busy=self.intake_busy)
         self.guards: dict[asyncio.BaseTransport, _Guard] = {}
         self.in_flight = 0
         self.inflight_bytes = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # requests waiting for a slot, FIFO
+        self._last_request = 0.0  # monotonic time the last request finished
         self.accepted = 0
         self.accepted_bytes = 0
         self._ids = itertools.count(1)
@@ -279,6 +287,66 @@ class Receiver:
         for region in self.spool.corrupt:
             log.warning("spool: %d damaged bytes at %s offset %d (%s) moved to %s",
                         region.length, region.segment, region.offset, region.reason, region.moved_to)
+
+    def _written(self, requests: int, seconds: float) -> None:
+        self.metrics.spool_write_seconds.observe(seconds)
+        self.metrics.spool_write_group.observe(requests)
+
+    def intake_busy(self) -> bool:
+        """Requests are being received or wait for a slot, or one ended less than 50 ms ago (the
+        shipper yields to intake meanwhile; read from the shipper's thread, so no locks)."""
+        return self.in_flight > 0 or bool(self._waiters) or time.monotonic() - self._last_request < 0.05
+
+    # -- admission ------------------------------------------------------------------------------
+    def _fits(self, reserve: int) -> bool:
+        o = self.options
+        return self.in_flight < o.max_concurrent and self.inflight_bytes + reserve <= o.max_inflight_bytes
+
+    def _take(self, reserve: int) -> None:
+        self.in_flight += 1
+        self.inflight_bytes += reserve
+        self.metrics.in_flight.set(self.in_flight)
+
+    def _release(self, reserve: int) -> None:
+        self.in_flight -= 1
+        self.inflight_bytes -= reserve
+        self._last_request = time.monotonic()
+        self.metrics.in_flight.set(self.in_flight)
+        while self._waiters:  # first come, first served
+            want, fut = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            if not self._fits(want):
+                break
+            self._waiters.popleft()
+            self._take(want)
+            fut.set_result(None)
+        self.metrics.waiting.set(len(self._waiters))
+
+    async def _admit(self, reserve: int) -> bool:
+        """Take a slot for a request of ``reserve`` bytes, waiting up to ``queue_timeout`` in
+        arrival order (its body stays unread in the socket meanwhile); False when none came."""
+        if not self._waiters and self._fits(reserve):
+            self._take(reserve)
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((reserve, fut))
+        self.metrics.waiting.set(len(self._waiters))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.options.queue_timeout)
+            return True
+        except asyncio.TimeoutError:
+            if fut.done():  # admitted as the wait ran out: give the slot back
+                self._release(reserve)
+            fut.cancel()
+            self.metrics.waiting.set(len([w for w in self._waiters if not w[1].done()]))
+            return False
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self._release(reserve)
+            fut.cancel()
+            raise
 
     def _corrupt(self, region: Any) -> None:
         if self.metrics is not None:  # at open, regions are logged by __init__
@@ -363,7 +431,7 @@ class Receiver:
                 "corrupt_regions": st.corrupt_regions}
 
     def stats_dict(self) -> dict[str, Any]:
-        stats = self.shipper.ingester.stats.as_dict() if self.shipper.ingester else {}
+        stats = self.shipper.totals.as_dict()
         return {"accepted_batches": self.accepted, "accepted_bytes": self.accepted_bytes,
                 "spool": self._spool_info(), "shipping": self.shipper.status(), **stats}
 
@@ -381,20 +449,15 @@ class Receiver:
         if not request.body_exists:
             self.metrics.rejected.labels("length_required").inc()
             return _answer(411, {"error": "an EventList body is required"})
-        if self.in_flight >= o.max_concurrent:
-            self.metrics.rejected.labels("busy").inc()
-            return _answer(429, {"error": f"{self.in_flight} requests in flight; retry later"}, close=True, retry_after=1)
         reserve = length if length is not None else min(o.max_body_bytes, 1 << 20)
-        if self.inflight_bytes + reserve > o.max_inflight_bytes:
-            self.metrics.rejected.labels("busy").inc()
-            return _answer(429, {"error": "too many request bytes in flight; retry later"}, close=True, retry_after=1)
         full = self.spool.room(length or 0)
         if full is not None:
             self.metrics.rejected.labels(f"spool_full_{full.reason}").inc()
             return _answer(503, {"error": f"{full}; retry later"}, close=True, retry_after=5)
-        self.in_flight += 1
-        self.inflight_bytes += reserve
-        self.metrics.in_flight.set(self.in_flight)
+        if not await self._admit(reserve):
+            self.metrics.rejected.labels("busy").inc()
+            return _answer(429, {"error": f"no slot within {o.queue_timeout:g}s ({self.in_flight} requests in "
+                                          "flight); retry later"}, close=True, retry_after=1)
         try:
             request_id = f"{self._boot}-{next(self._ids)}"
             peer = request.remote or "?"
@@ -450,9 +513,7 @@ class Receiver:
             self.metrics.rejected.labels("read_timeout").inc()
             return _answer(408, {"error": "the body arrived too slowly"}, close=True, retry_after=1)
         finally:
-            self.in_flight -= 1
-            self.inflight_bytes -= reserve
-            self.metrics.in_flight.set(self.in_flight)
+            self._release(reserve)
 
     async def _spool(self, payload: bytearray) -> BaseException | None:
         loop = asyncio.get_running_loop()
@@ -545,6 +606,10 @@ def serve_forever(options: ServeOptions, connect: Callable[[], Engine],
     """Run a receiver until SIGTERM or SIGINT; returns what it accepted and left in the spool."""
 
     async def main() -> ShutdownReport:
+        # The event loop gives up the GIL at every socket, TLS and epoll call; with the default 5 ms
+        # switch interval each such call can cost 5 ms while a shipper thread computes (the convoy
+        # measured in bench_serve). 0.5 ms bounds that wait; the shipper yields to intake besides.
+        sys.setswitchinterval(0.0005)
         receiver = Receiver(options, connect)
         await receiver.start()
         if on_started:

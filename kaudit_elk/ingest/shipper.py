@@ -9,6 +9,25 @@ classification, retries with backoff, idempotent ``_id``, 409 = duplicate, 4xx =
 Only when every record of the batch is indexed, a known duplicate or durably dead-lettered does
 the spool cursor move past it: an acknowledged batch is eventually indexed or dead-lettered.
 
+**Intake first.** Acknowledgement never waits for the engine, and while requests are being
+received the shipper *yields*: it does not decode or normalize (pure Python work that holds the GIL
+the receiver's event loop needs — measured: a GIL-bound thread beside the loop multiplies the
+acknowledgement p50 by 6–40) as long as the spool is within its marks: the oldest unshipped batch
+younger than ``yield_max_lag`` seconds and less than ``yield_max_fill`` of ``--spool-max-mb``
+unshipped. Past either mark it ships at full speed whatever intake does, so a burst is absorbed by
+the spool and shipped in the next quiet moment, and a sustained overload lags at most
+``yield_max_lag`` behind before shipping competes with intake again (``kaudit_ship_yielded_seconds``
+counts the pauses).
+
+**Counted once.** Every batch's outcome (events, indexed, duplicates, skipped, dead-lettered) is
+counted into the exported totals when the spool cursor moves past it, from the attempt that
+delivered it: a batch sent again after an engine failure, or replayed after a restart, is counted
+once (its events that an earlier attempt or process had stored count as duplicates).
+
+**Large bodies** (over ``STREAM_DECODE_ABOVE``) that are an ``EventList`` are decoded one event at
+a time (ijson, C backend) instead of as one object tree, so a 32 MiB body costs memory for its bytes
+and the bulk items, not for ~10x its size in Python objects.
+
 When the engine is unreachable, or refuses our credentials (401/403), nothing is dead-lettered:
 the shipper keeps the batch, says why it waits (``state``, the log, ``/readyz``, metrics) and
 tries again with backoff, while the receiver keeps acknowledging into the spool.
@@ -22,6 +41,7 @@ state is ``not_bootstrapped`` (the detail says which ``bootstrap`` to run) and n
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from collections import deque
@@ -31,8 +51,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import ijson  # type: ignore[import-untyped]
 import orjson
 
 from kaudit_elk.base.errors import EngineError
@@ -40,7 +61,7 @@ from kaudit_elk.cluster.engine import Engine
 from kaudit_elk.cluster.namespace import NotBootstrapped, require_bootstrapped
 from kaudit_elk.events.envelopes import EnvelopeError, decode
 from kaudit_elk.events.sources import Record
-from kaudit_elk.ingest.bulk import EngineAuthError, Ingester, IngestOptions, _Batch, _Item
+from kaudit_elk.ingest.bulk import EngineAuthError, Ingester, IngestOptions, IngestStats, _Batch, _Item
 from kaudit_elk.ingest.metrics import ServeMetrics
 from kaudit_elk.ingest.spool import Position, Spool, SpoolRecord
 
@@ -58,7 +79,77 @@ class ShipOptions:
     backoff_max: float = 30.0
     poll: float = 0.2  # seconds between looks at an empty spool
     workers: int = 2  # batches being sent at once (the next one is prepared meanwhile)
+    yield_to_intake: bool = True  # pause decoding while requests are received (within the marks below)
+    yield_max_lag: float = 30.0  # ... unless the oldest unshipped batch is this many seconds old
+    yield_max_fill: float = 0.5  # ... or this fraction of the spool's byte bound is unshipped
     ingest: IngestOptions = IngestOptions()
+
+
+#: Bodies larger than this are decoded one event at a time when they are an EventList.
+STREAM_DECODE_ABOVE = 4 << 20
+
+
+class BodyError(ValueError):
+    """A spooled body that is not JSON, or holds no audit events; ``what`` names which."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.what = what
+
+
+def _stream_shape(body: bytes) -> bool:
+    """True when ``body`` opens as an EventList object whose ``items`` is an array (looked at from
+    the start up to the items; the rest is checked while decoding)."""
+    kind = None
+    try:
+        for prefix, event, value in ijson.parse(io.BytesIO(body)):
+            if prefix == "":
+                if event == "map_key" and value == "items":
+                    if kind is None:
+                        return False  # kind after the items: not worth a third pass
+                elif event not in ("start_map", "map_key"):
+                    return False
+            elif prefix == "kind":
+                kind = value
+                if event != "string" or value != "EventList":
+                    return False
+            elif prefix == "items":
+                return event == "start_array" and kind == "EventList"
+    except ijson.JSONError:
+        return False
+    return False
+
+
+def iter_events(body: bytes) -> Iterator[dict[str, Any]]:
+    """The audit Events of one request body, in order, as :func:`decode` reads them.
+
+    Raises :class:`BodyError` before yielding anything when the body is not JSON or not audit
+    events (it is dead-lettered whole). An EventList over :data:`STREAM_DECODE_ABOVE` is read twice
+    one item at a time — once to check every item, once to yield them — so memory holds one event's
+    objects at a time instead of the whole body's tree.
+    """
+    if len(body) <= STREAM_DECODE_ABOVE or not _stream_shape(body):
+        try:
+            events = decode(orjson.loads(body))
+        except orjson.JSONDecodeError as exc:
+            raise BodyError("invalid JSON", str(exc)) from None
+        except EnvelopeError as exc:
+            raise BodyError("not an audit event", str(exc)) from None
+        yield from events
+        return
+
+    def items() -> Iterator[dict[str, Any]]:
+        for item in ijson.items(io.BytesIO(body), "items.item", use_float=True):
+            yield from decode({"kind": "EventList", "items": [item]})  # the same checks as the whole body
+
+    try:
+        for _ in items():
+            pass
+    except ijson.JSONError as exc:
+        raise BodyError("invalid JSON", str(exc).splitlines()[0]) from None
+    except EnvelopeError as exc:
+        raise BodyError("not an audit event", str(exc)) from None
+    yield from items()
 
 
 def split_body(payload: bytes) -> tuple[dict[str, Any], bytes]:
@@ -107,8 +198,12 @@ class _TimedEngine:
 class Shipper:
     """The background thread that empties the spool into the engine."""
 
-    def __init__(self, spool: Spool, connect: Callable[[], Engine], options: ShipOptions, metrics: ServeMetrics) -> None:
+    def __init__(self, spool: Spool, connect: Callable[[], Engine], options: ShipOptions, metrics: ServeMetrics,
+                 intake_busy: Callable[[], bool] | None = None) -> None:
         self.spool = spool
+        self.intake_busy = intake_busy or (lambda: False)
+        self.totals = IngestStats()  # outcomes of the batches the cursor moved past (what /metrics shows)
+        self._totals_lock = threading.Lock()
         self.connect = connect
         self.options = options
         self.metrics = metrics
@@ -121,7 +216,7 @@ class Shipper:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kaudit-shipper", daemon=True)
-        metrics.ship_stats = lambda: self.ingester.stats if self.ingester is not None else None
+        metrics.ship_stats = lambda: self.totals
 
     # -- control -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -158,7 +253,7 @@ class Shipper:
         delay = self.options.backoff_initial
         workers = max(1, self.options.workers)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kaudit-ship")
-        in_flight: deque[tuple[Future[None], Position, int]] = deque()
+        in_flight: deque[tuple[Future[None], Position, int, IngestStats]] = deque()
         read_at: Position | None = None  # None: from the committed cursor
         try:
             while not self._stop.is_set():
@@ -177,10 +272,11 @@ class Shipper:
                     if len(in_flight) < workers:
                         records, end = self.spool.read(read_at or self.spool.cursor, self.options.batch_bytes)
                         if records:
-                            items = self.prepare(records)
+                            stats = IngestStats()
+                            items = self.prepare(records, stats)
                             if self.state not in WAITING:  # while waiting, it says so until a batch gets through
                                 self._set("shipping")
-                            in_flight.append((pool.submit(self.ship_batch, items), end, len(records)))
+                            in_flight.append((pool.submit(self.ship_batch, items, stats), end, len(records), stats))
                             read_at = end
                             continue
                     if in_flight:
@@ -191,7 +287,7 @@ class Shipper:
                     self._wake.wait(self.options.poll)
                     self._wake.clear()
                 except Exception as exc:  # noqa: BLE001 - classified below; shipping never stops for good
-                    for fut, _, _ in in_flight:
+                    for fut, _, _, _ in in_flight:  # their outcomes are dropped: they are read and counted again
                         wait_futures([fut])
                     in_flight.clear()
                     read_at = None
@@ -201,11 +297,11 @@ class Shipper:
                     delay = min(delay * 2, self.options.backoff_max)
             # stopping: commit what has already been delivered, in order
             while in_flight:
-                fut, end, count = in_flight.popleft()
-                wait_futures([fut], timeout=self.options.attempt_for)
-                if not fut.done() or fut.exception() is not None:
+                entry = in_flight.popleft()
+                wait_futures([entry[0]], timeout=self.options.attempt_for)
+                if not entry[0].done() or entry[0].exception() is not None:
                     break
-                self._settle((fut, end, count))
+                self._settle(entry)
         except Exception:  # noqa: BLE001 - what is not committed stays in the spool
             log.exception("shipper stopped with batches not committed; they ship at the next start")
         finally:
@@ -213,13 +309,46 @@ class Shipper:
             self.checked.set()
             self._set("stopped")
 
-    def _settle(self, entry: tuple[Future[None], Position, int]) -> None:
-        fut, end, count = entry
+    def _settle(self, entry: tuple[Future[None], Position, int, IngestStats]) -> None:
+        fut, end, count, stats = entry
         fut.result()  # re-raises the batch's failure
         assert self.ingester is not None
         self.ingester.dead.sync()
-        self.spool.commit(end, count)
+        # Counted once: with the cursor's move past the batch (added just before it, so that an
+        # empty spool never shows stale totals; taken back if the cursor cannot be written).
+        self._count(stats, +1)
+        try:
+            self.spool.commit(end, count)
+        except BaseException:
+            self._count(stats, -1)
+            raise
         self._set("shipping")
+
+    def _count(self, stats: IngestStats, sign: int) -> None:
+        with self._totals_lock:
+            t = self.totals
+            for name in ("read", "indexed", "duplicates", "skipped", "dead_lettered", "retried_items",
+                         "retried_requests"):
+                setattr(t, name, getattr(t, name) + sign * getattr(stats, name))
+            for reason, n in stats.reasons.items():
+                t.reasons[reason] = t.reasons.get(reason, 0) + sign * n
+                if not t.reasons[reason]:
+                    del t.reasons[reason]
+
+    def _yield_to_intake(self) -> None:
+        """While requests are being received and the spool is within its marks, wait: the
+        receiver's event loop gets the GIL and the CPU (and the engine is not fed meanwhile)."""
+        o = self.options
+        if not o.yield_to_intake or not self.intake_busy():
+            return
+        started = time.monotonic()
+        limit_bytes = o.yield_max_fill * self.spool.limits.max_bytes
+        while self.intake_busy() and not self._stop.is_set():
+            st = self.spool.stats()
+            if st.bytes >= limit_bytes or (st.oldest_age or 0.0) >= o.yield_max_lag:
+                break
+            self._stop.wait(0.005)
+        self.metrics.yielded.inc(time.monotonic() - started)
 
     def _check_namespace(self, engine: Engine) -> None:
         """Raise NotBootstrapped (the engine connection closed) unless the namespace was bootstrapped."""
@@ -252,36 +381,36 @@ class Shipper:
         self._stop.wait(seconds * (0.75 + random.random() / 2))
 
     # -- one batch -----------------------------------------------------------------------------
-    def prepare(self, records: list[SpoolRecord]) -> list[_Item]:
-        """Decode spooled bodies into bulk items; undecodable bodies and events are dead-lettered."""
+    def prepare(self, records: list[SpoolRecord], stats: IngestStats | None = None) -> list[_Item]:
+        """Decode spooled bodies into bulk items; undecodable bodies and events are dead-lettered.
+        Outcomes (events read, skipped, dead-lettered) are counted in ``stats`` (the batch's)."""
         assert self.ingester is not None
+        stats = IngestStats() if stats is None else stats
         ing = self.ingester
         items: list[_Item] = []
-        events_seen = 0
         for rec in records:
+            self._yield_to_intake()
             meta, body = split_body(rec.payload)
             where = f"webhook:{meta.get('peer', '?')} request {meta.get('id', '?')}"
             try:
-                events = decode(orjson.loads(body))
-            except (orjson.JSONDecodeError, EnvelopeError) as exc:
-                what = "invalid JSON" if isinstance(exc, orjson.JSONDecodeError) else "not an audit event"
-                ing._dead(Record(where, 1, body, None, f"{what}: {exc}"), f"{what}: {exc}")
-                continue
-            events_seen += len(events)
-            for i, event in enumerate(events):
-                try:
-                    raw = orjson.dumps(event)
-                except orjson.JSONEncodeError:  # nested too deep to write back: the body is the evidence
-                    raw, prepared = body, None
-                else:
-                    prepared = ing.prepare(raw)
-                item = ing._to_item(Record(where, i + 1, raw, event if prepared is None else None, None, 0, prepared))
-                if item is not None:
-                    items.append(item)
-        self.metrics.events.inc(events_seen)
+                for i, event in enumerate(iter_events(body)):
+                    stats.read += 1
+                    try:
+                        raw = orjson.dumps(event)
+                    except orjson.JSONEncodeError:  # nested too deep to write back: the body is the evidence
+                        raw, prepared = body, None
+                    else:
+                        prepared = ing.prepare(raw)
+                    record = Record(where, i + 1, raw, event if prepared is None else None, None, 0, prepared)
+                    item = ing._to_item(record, stats)
+                    if item is not None:
+                        record.event = None  # the document is made: do not keep the object tree alive
+                        items.append(item)
+            except BodyError as exc:
+                ing._dead(Record(where, 1, body, None, str(exc)), str(exc), stats)
         return items
 
-    def ship_batch(self, items: list[_Item]) -> None:
+    def ship_batch(self, items: list[_Item], stats: IngestStats | None = None) -> None:
         """Deliver one batch: returns when every item is indexed, a duplicate or dead-lettered.
 
         This is the write path's batch boundary (one call per spool read); raises EngineError
@@ -291,7 +420,7 @@ class Shipper:
         if items:
             batch = _Batch(items, {})
             try:
-                self.ingester._send(batch)
+                self.ingester._send(batch, stats)
             except BaseException:
                 try:  # what it created is chained, also when it gave up halfway; its own error is reported
                     self.ingester.chain_batch(batch)

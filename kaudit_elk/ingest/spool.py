@@ -463,14 +463,19 @@ class SpoolWriter:
     """Group commit: requests hand their bodies to one thread that appends them with one fsync.
 
     ``submit(payload, done)`` returns at once; ``done(result)`` is called from the writer thread
-    with None (stored), a :class:`SpoolFull`, or a :class:`SpoolError`.
+    with None (stored), a :class:`SpoolFull`, or a :class:`SpoolError`. Each group is everything
+    that waits when the previous fsync ends (up to ``max_group_bytes``), so a burst costs one fsync
+    per group rather than one per request, and a request never waits for more than one fsync
+    besides its own.
     """
 
-    def __init__(self, spool: Spool, max_group: int = 64, on_write: Callable[[int, float], None] | None = None) -> None:
+    def __init__(self, spool: Spool, max_group_bytes: int = 64 << 20,
+                 on_write: Callable[[int, float], None] | None = None) -> None:
         self.spool = spool
-        self.max_group = max_group
+        self.max_group_bytes = max_group_bytes
         self.on_write = on_write or (lambda n, seconds: None)
-        self._queue: queue.Queue[tuple[bytes, Callable[[BaseException | None], None]] | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[tuple[bytes, Callable[[BaseException | None], None]] | None] = \
+            queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="kaudit-spool-writer", daemon=True)
         self._thread.start()
 
@@ -483,8 +488,9 @@ class SpoolWriter:
             if item is None:
                 return
             group = [item]
+            size = len(item[0])
             stop = False
-            while len(group) < self.max_group:
+            while size < self.max_group_bytes:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -493,6 +499,7 @@ class SpoolWriter:
                     stop = True
                     break
                 group.append(nxt)
+                size += len(nxt[0])
             started = time.monotonic()
             try:
                 results: list[BaseException | None] = list(self.spool.append([p for p, _ in group]))

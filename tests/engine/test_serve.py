@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -187,7 +188,8 @@ def test_real_webhook_backend_over_mtls_and_token_indexes_every_event_once(
     wait_for(lambda: sum(indexed_keys(engine, stream, prefix).values()) >= 3000, what="3000 events indexed")
     counts = indexed_keys(engine, stream, prefix)
     assert set(counts) == acked and set(counts.values()) == {1}  # every event exactly once
-    assert metric(srv, "kaudit_ship_indexed_total") == 3000
+    # counted once the spool cursor has moved past the batches (just after the engine stored them)
+    wait_for(lambda: metric(srv, "kaudit_ship_indexed_total") == 3000, what="3000 indexed in the metrics")
 
 
 def test_bad_or_missing_credentials_get_401_or_403_and_nothing_is_stored(
@@ -358,3 +360,124 @@ def test_sigterm_drains_and_says_what_is_left_in_the_spool(engine: Engine, corpu
     serve.start(up)
     wait_for(lambda: count(engine, stream) == len(items), what="the left batches shipped")
     assert serve.signal(signal.SIGTERM) == 0
+
+
+class MutedForwarder(Forwarder):
+    """A forwarder that, once muted, still delivers requests to the engine but drops its answers:
+    the engine indexes a batch and serve never learns it (then serve is killed: a crash between the
+    engine's write and the spool cursor's move)."""
+
+    muted = False
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        to_client = a.getpeername()[1] == self.target_port
+        try:
+            while data := a.recv(65536):
+                if not (to_client and self.muted):
+                    b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+def _metrics(port: int) -> dict[str, float]:
+    status, text = get(f"http://127.0.0.1:{port}/metrics", {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+    out = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_a_replay_after_a_crash_counts_each_event_once_in_the_shipping_metrics(
+        engine: Engine, corpus_dir: Path, tmp_path: Path) -> None:
+    """Issue 13: serve killed after the engine stored a batch but before the spool cursor moved;
+    the restarted serve replays it. Summed over both processes every event counts once."""
+    import signal
+
+    from serve_support import ServeProcess
+
+    namespace, stream = new_stream(engine)
+    port = int(engine.settings.url.rsplit(":", 1)[1])
+    fwd = MutedForwarder(port)
+    env = {"KAUDIT_URL": f"http://127.0.0.1:{fwd.port}", "KAUDIT_NAMESPACE": namespace, "KAUDIT_SERVE_TOKEN": TOKEN}
+    args = ["--plain-http", "--spool-dir", str(tmp_path / "spool"), "--dead-letter", str(tmp_path / "dl.ndjson")]
+    serve = ServeProcess(args, env, tmp_path / "serve.log")
+
+    def up() -> bool:
+        try:
+            return get(f"http://127.0.0.1:{serve.port}/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def shipping_state(state: str) -> bool:
+        return _metrics(serve.port).get(f'kaudit_ship_state{{state="{state}"}}') == 1.0
+
+    serve.start(up)
+    wait_for(lambda: shipping_state("idle"), what="the shipper connected and idle")
+    fwd.muted = True
+    items, _ = event_list(corpus_dir)
+    sent = 0
+    for n in range(3):
+        batch = [dict(e, auditID=f"crash-{n}-{i}") for i, e in enumerate(items)]
+        assert post(f"http://127.0.0.1:{serve.port}/audit", json.dumps({"kind": "EventList", "items": batch}).encode(),
+                    {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        sent += len(batch)
+    wait_for(lambda: count(engine, stream) == sent, what="the engine to store every event (answers dropped)")
+    before = _metrics(serve.port)
+    assert before["kaudit_spool_records"] == 3  # nothing delivered as far as serve knows ...
+    assert before["kaudit_ship_events_received_total"] == 0  # ... so nothing is counted yet
+    assert before["kaudit_ship_indexed_total"] == 0
+    assert serve.signal(signal.SIGKILL) == -signal.SIGKILL
+
+    serve.env["KAUDIT_URL"] = engine.settings.url  # restarted, the engine answers again
+    serve.start(up)
+    wait_for(lambda: _metrics(serve.port)["kaudit_spool_records"] == 0, what="the replay shipped")
+    after = _metrics(serve.port)
+    assert after["kaudit_ship_events_received_total"] == sent  # each replayed event once
+    assert after["kaudit_ship_duplicates_total"] == sent  # stored before the crash: found, not stored again
+    assert after["kaudit_ship_indexed_total"] == 0
+    assert sum(v for k, v in after.items() if k.startswith("kaudit_ship_dead_lettered_total")) == 0
+    assert count(engine, stream) == sent
+    assert indexed_keys(engine, stream, "crash-").most_common(1)[0][1] == 1  # every (auditID, stage) once
+    assert serve.signal(signal.SIGTERM) == 0
+
+
+def test_the_shipper_yields_to_intake_within_the_spool_marks(engine: Engine, corpus_dir: Path, tmp_path: Path) -> None:
+    """While a request is being received the shipper does not ship (the receiver keeps the CPU and
+    the GIL), until the oldest unshipped batch reaches yield_max_lag; with intake quiet it ships."""
+    namespace, stream = new_stream(engine)
+    ship = replace(ship_options(namespace, tmp_path), yield_max_lag=4.0)
+    srv = ServerThread(ServeOptions(port=0, plain_http=True, tokens=(TOKEN,), spool_dir=str(tmp_path / "spool"),
+                                    read_timeout=120.0, request_timeout=120.0, ship=ship),
+                       lambda: connect(engine.settings))
+    try:
+        assert srv.receiver is not None
+        url = f"http://127.0.0.1:{srv.port}/audit"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        items, body = event_list(corpus_dir)
+        wait_for(lambda: srv.receiver.shipper.state == "idle", what="the shipper idle")  # type: ignore[union-attr]
+        slow = socket.create_connection(("127.0.0.1", srv.port))  # a request whose body is still arriving
+        slow.sendall(b"POST /audit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+                     + body[:100])
+        wait_for(lambda: srv.receiver.in_flight == 1, what="intake busy")  # type: ignore[union-attr]
+        assert post(url, body, auth)[0] == 200  # acknowledged at once ...
+        # ... and shipped only once its age reached the 4 s mark, although intake is still busy
+        wait_for(lambda: count(engine, stream) == len(items), what="shipping past the lag mark")
+        waited = metric(srv, "kaudit_ship_yielded_seconds_total")
+        assert 3.0 < waited, f"the shipper yielded {waited:.1f}s, expected about the 4 s mark"
+        slow.sendall(body[100:])
+        assert b" 200 " in slow.recv(4096).split(b"\r\n", 1)[0] + b" "
+        slow.close()
+        wait_for(lambda: srv.receiver.spool.stats().records == 0, what="the slow request's batch shipped")  # type: ignore
+        assert metric(srv, "kaudit_ship_events_received_total") == 2 * len(items)
+    finally:
+        srv.stop()

@@ -22,7 +22,7 @@ import pytest
 
 from serve_support import (REPO, Pki, ServeProcess, indexed_keys, kubeconfig, run_client,
                            start_secured_elasticsearch)
-from test_serve import TOKEN, count, get, new_stream, pki, wait_for  # noqa: F401 - pki is a fixture
+from test_serve import TOKEN, count, get, metric, new_stream, pki, wait_for  # noqa: F401 - pki is a fixture
 
 from kaudit_elk.base.config import Settings
 from kaudit_elk.cluster.engine import Engine, connect
@@ -104,6 +104,12 @@ def test_engine_stopped_60s_mid_stream_acks_continue_and_nothing_is_lost(
         counts = indexed_keys(engine, stream, prefix)
         assert set(counts) == acked and set(counts.values()) == {1}
         assert not (tmp_path / "dl.ndjson").exists()
+        # The batches in flight when the engine went away were sent again after it came back: the
+        # shipping metrics still count each event once.
+        wait_for(lambda: srv.receiver.spool.stats().records == 0, what="the spool empty")  # type: ignore[union-attr]
+        events = metric(srv, "kaudit_ship_events_received_total")
+        assert events == summary["delivered"], events
+        assert metric(srv, "kaudit_ship_indexed_total") + metric(srv, "kaudit_ship_duplicates_total") == events
     finally:
         srv.stop()
 
