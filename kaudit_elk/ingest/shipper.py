@@ -80,7 +80,7 @@ class ShipOptions:
     poll: float = 0.2  # seconds between looks at an empty spool
     workers: int = 2  # batches being sent at once (the next one is prepared meanwhile)
     yield_to_intake: bool = True  # pause decoding while requests are received (within the marks below)
-    yield_max_lag: float = 30.0  # ... unless the oldest unshipped batch is this many seconds old
+    yield_max_lag: float = 30.0  # ... unless the oldest unshipped batch is this old (at most half --spool-max-age)
     yield_max_fill: float = 0.5  # ... or this fraction of the spool's byte bound is unshipped
     ingest: IngestOptions = IngestOptions()
 
@@ -342,10 +342,12 @@ class Shipper:
         if not o.yield_to_intake or not self.intake_busy():
             return
         started = time.monotonic()
-        limit_bytes = o.yield_max_fill * self.spool.limits.max_bytes
+        limits = self.spool.limits
+        limit_bytes = o.yield_max_fill * limits.max_bytes
+        limit_age = min(o.yield_max_lag, limits.max_age / 2)  # never let the spool fill by age while standing back
         while self.intake_busy() and not self._stop.is_set():
             st = self.spool.stats()
-            if st.bytes >= limit_bytes or (st.oldest_age or 0.0) >= o.yield_max_lag:
+            if st.bytes >= limit_bytes or (st.oldest_age or 0.0) >= limit_age:
                 break
             self._stop.wait(0.005)
         self.metrics.yielded.inc(time.monotonic() - started)
