@@ -1,18 +1,23 @@
-"""Run a RulePack in the engine: one named-query search per window, then the local runner on the hits.
+"""Run a RulePack in the engine: a cheap prefilter per window in the engine, the pack on its hits here.
 
-Every single-event rule's compiled query (:mod:`kaudit_elk.rules.compiler`) becomes one ``_name``-d
-clause of a ``bool.should``; ``matched_queries`` on each hit says which rules matched. Hits come in
-event-time order (PIT + ``search_after``) and go through :meth:`Runner.feed_matched`, so per-request
-dedupe, correlations and new-terms behave exactly as in ``scan``. Rules whose query is only a broader
-prefilter (:attr:`CompiledRule.exact` false) are re-checked client-side on the fetched document.
+The engine's cost for the pack's exact queries is not the documents they return but the queries
+themselves: hundreds of case-insensitive patterns, each enumerating its field's terms in every
+segment of the shard (history included) and, for a named query, again per returned hit. So the
+engine only runs each single-event rule's **prefilter** (:func:`cheap_superset`: its compiled query
+with only the leaves that stay cheap — exact terms, numbers, existence, and patterns on fields with
+few distinct values such as verb, resource or the authorization decision — and every other leaf
+widened to "anything"), united in one ``bool.should``; the documents it returns are read whole and
+the rules are evaluated here by :meth:`Runner.feed`, exactly as ``scan`` evaluates them (so
+per-request dedupe, correlations and new-terms behave as in ``scan``, and no rule depends on the
+engine reproducing Sigma's matching).
 
 Windows: alerts are returned only when their evidence ends in ``[start, end)``. Events before
 ``start`` (the lookback) only rebuild correlation state; by default the lookback reaches back to a
-quiet point (no base-rule match for a whole correlation timespan), where every correlation's state
-is provably empty, capped at ``max_lookback``. New-terms history is primed from the engine over
-``[start - history, start)`` (a composite aggregation — ``sourceIPs`` through ``source.ip``, the term
-the tracker uses — or the matching documents when a term field is multi-valued or the rule needs
-client-side checking).
+quiet point (no base-rule prefilter match for a whole correlation timespan, so no base-rule match
+either), where every correlation's state is provably empty, capped at ``max_lookback``. New-terms
+history is primed from the engine over ``[start - history, start)`` (a composite aggregation —
+``sourceIPs`` through ``source.ip``, the term the tracker uses — or the matching documents when a
+term field is multi-valued or the rule needs client-side checking).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from kaudit_elk.events import fieldspec as fs
 from kaudit_elk.cluster.engine import EngineRequestError
 from kaudit_elk.rules.alerts import Alert, event_time
 from kaudit_elk.rules.compiler import (
+    MATCH_ALL,
     MATCH_NONE,
     CompiledRule,
     QueryTarget,
@@ -241,6 +247,86 @@ def named_query(compiled: Mapping[str, CompiledRule], rule_ids: Sequence[str]) -
     return [{"bool": {"filter": [compiled[r].query], "_name": r}} for r in rule_ids if compiled[r].query != MATCH_NONE]
 
 
+#: Sigma fields whose distinct values are few and grow slowly (the API surface, stages, decisions,
+#: namespaces, identities' groups, clients): a case-insensitive term or a pattern on them enumerates
+#: a small terms dictionary, so the prefilter keeps such leaves. Resolved to document fields through
+#: the compiler's own mapping (:func:`doc_field`).
+LOW_CARDINALITY = ("verb", "stage", "level", "objectRef.resource", "objectRef.subresource", "objectRef.apiGroup",
+                   "objectRef.apiVersion", "objectRef.namespace", "annotations.authorization.k8s.io/decision",
+                   "user.groups", "impersonatedUser.username", "impersonatedUser.groups", "userAgent",
+                   "responseStatus.code")
+_CHEAP_FIELDS = frozenset(doc_field(f) for f in LOW_CARDINALITY)
+
+
+def _cheap_leaf(query: Mapping[str, Any]) -> bool:
+    """A leaf whose cost is bounded by the documents it is tested on, not by the shard's terms."""
+    if len(query) != 1:
+        return False
+    kind, spec = next(iter(query.items()))
+    if kind in ("match_all", "match_none", "exists", "range"):
+        return True
+    if not isinstance(spec, dict) or len(spec) != 1:
+        return False
+    fieldname, body = next(iter(spec.items()))
+    if fieldname in _CHEAP_FIELDS:
+        return True
+    if kind == "term":  # an exact term (numbers, cased strings) is one postings list, read lazily
+        return not (isinstance(body, dict) and body.get("case_insensitive"))
+    if kind == "terms":
+        return True
+    return False
+
+
+def cheap_superset(query: Mapping[str, Any], positive: bool = True) -> dict[str, Any]:
+    """A query matching at least every document ``query`` matches, from its cheap leaves only
+    (:func:`_cheap_leaf`): another leaf becomes match_all where it must hold and match_none where it
+    is negated (``not x`` then admits everything). With ``positive`` False the result matches at most
+    what ``query`` matches (the inside of a ``must_not``)."""
+    if "bool" not in query:
+        if _cheap_leaf(query):
+            return dict(query)
+        return MATCH_ALL if positive else MATCH_NONE
+    b = query["bool"]
+    parts: list[dict[str, Any]] = []
+    for c in list(b.get("filter") or []) + list(b.get("must") or []):
+        sub = cheap_superset(c, positive)
+        if sub == MATCH_NONE:
+            return MATCH_NONE
+        if sub != MATCH_ALL:
+            parts.append(sub)
+    for c in b.get("must_not") or []:
+        sub = cheap_superset(c, not positive)
+        if sub == MATCH_ALL:
+            return MATCH_NONE
+        if sub != MATCH_NONE:
+            parts.append({"bool": {"must_not": [sub]}})
+    should = b.get("should") or []
+    if should:
+        if str(b.get("minimum_should_match")) != "1":  # the compiler writes only "at least one of"
+            return _all_of_parts(parts) if positive else MATCH_NONE
+        subs = [x for x in (cheap_superset(c, positive) for c in should) if x != MATCH_NONE]
+        if not subs:
+            return MATCH_NONE
+        if MATCH_ALL not in subs:
+            parts.append(subs[0] if len(subs) == 1 else {"bool": {"should": subs, "minimum_should_match": 1}})
+    return _all_of_parts(parts)
+
+
+def _all_of_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    if not parts:
+        return MATCH_ALL
+    return parts[0] if len(parts) == 1 else {"bool": {"filter": parts}}
+
+
+def prefilter_pack(compiled: Mapping[str, CompiledRule]) -> dict[str, CompiledRule]:
+    """Each rule's :func:`cheap_superset` as a (not exact) CompiledRule."""
+    out = {}
+    for rid, c in compiled.items():
+        q = cheap_superset(c.query)
+        out[rid] = CompiledRule(rid, q, () if q == c.query and c.exact else ("prefilter",))
+    return out
+
+
 #: Leaf queries per search: the engines refuse a query with more than ``indices.query.bool.max_clause_count``
 #: (1024 by default on OpenSearch) leaves, so a large pack is searched in several named-query searches.
 CLAUSE_BUDGET = 700
@@ -436,18 +522,10 @@ def prime_new_terms(engine: "Engine", index: str, runner: Runner, compiled: Mapp
 #: Version of the saved state's layout (a different one is ignored: the safety net replays instead).
 STATE_VERSION = 1
 _RESULT_WINDOW = 10000  # index.max_result_window's default: the largest page without search_after
-#: Matching documents fetched per request (each slice of a window is one unsorted request; the
-#: client puts them in event-time order). As large as a page can be: every request that carries the
-#: pack's query pays for parsing it (its case-insensitive patterns become automata), whatever it returns.
+#: Prefiltered documents fetched per request (each slice of a window is one unsorted request; the
+#: client puts them in event-time order). As large as a page can be: fewer requests, fewer round trips.
 SLICE_HITS = _RESULT_WINDOW
 _BUCKETS = 1000
-#: ``kubernetes.audit`` fields every alert or the runner reads (besides the pack's correlation and
-#: new-terms fields); a document matched by a prefilter-only rule is read whole.
-ALERT_FIELDS = ("auditID", "stage", "verb", "level", "user", "sourceIPs", "userAgent", "objectRef", "requestURI",
-                "responseStatus", "requestReceivedTimestamp", "stageTimestamp", "timestamp")
-_META_FIELDS = ("@timestamp", "kaudit.envelope", "cloud.provider", "orchestrator.cluster.name")
-
-
 def compile_pack(pack: RulePack, target: QueryTarget) -> dict[str, CompiledRule]:
     """Compiled query per single-event rule id."""
     return {r.id: compile_rule_query(r, target, pack.placeholders) for r in pack.single}
@@ -455,25 +533,6 @@ def compile_pack(pack: RulePack, target: QueryTarget) -> dict[str, CompiledRule]
 
 def _epoch_of(dt: datetime) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def slim_source(pack: RulePack) -> list[str]:
-    """``_source`` includes for a matched document: the alert fields plus every top-level audit field a
-    correlation or new-terms rule groups, counts or compares on."""
-    tops = set(ALERT_FIELDS)
-    for r in pack.rules:
-        if isinstance(r.sigma, SigmaCorrelationRule):
-            fields = set(r.sigma.group_by or [])
-            if r.sigma.condition is not None and r.sigma.condition.fieldref:
-                fields.add(r.sigma.condition.fieldref)
-            for alias in (getattr(r.sigma.aliases, "aliases", {}) or {}).values():
-                fields.update(alias.mapping.values())
-        elif r.new_terms:
-            fields = set(r.new_terms.fields)
-        else:
-            continue
-        tops.update(f.split(".", 1)[0] for f in fields)
-    return list(_META_FIELDS) + [f"kubernetes.audit.{t}" for t in sorted(tops)]
 
 
 def _digest(obj: Any) -> str:
@@ -539,9 +598,10 @@ def _hit_key(hit: Mapping[str, Any]) -> tuple:
 
 class EngineDetector:
     """The pack, compiled once, run over windows of one index: one point-in-time per detector, and per
-    window one planning request (how many events, which rules match, where in time) plus one request
-    per slice of at most :data:`SLICE_HITS` matching documents (empty stretches cost nothing), each
-    fetching only the fields alerts need. Correlation and new-terms state is carried in and out as
+    window usually one request (the prefiltered documents and the events stored), else one planning
+    request (how many events, which rules' prefilters match, where in time) plus one request per slice
+    of at most :data:`SLICE_HITS` prefiltered documents (empty stretches cost nothing); the documents
+    are evaluated here by the pack's runner. Correlation and new-terms state is carried in and out as
     plain data (:meth:`window`'s ``state`` and ``checkpoints``)."""
 
     def __init__(self, engine: "Engine", index: str, pack: RulePack, page_size: int = 1000) -> None:
@@ -550,8 +610,10 @@ class EngineDetector:
         self.by_id = {r.id: r for r in pack.single}
         self.keys = redot_keys(pack_fields(pack))
         self.fingerprints = rule_fingerprints(pack, self.compiled)
-        self.source = slim_source(pack)
-        self.clauses = {c["bool"]["_name"]: c for c in named_query(self.compiled, list(self.compiled))}
+        # whole documents: the engine returns a stored _source as it is, while filtering it parses every one
+        self.source: Any = True
+        self.prefilters = prefilter_pack(self.compiled)
+        self.clauses = {r: c.query for r, c in self.prefilters.items() if c.query != MATCH_NONE}
         self.stats = ReadStats()
         self._pit: str | None = None
         self._pit_tried = False
@@ -595,13 +657,21 @@ class EngineDetector:
         return {"range": {"@timestamp": {"gte": a, "lt": b, "format": "epoch_millis"}}}
 
     def _should(self) -> list[dict[str, Any]]:
+        """The current rules' prefilters, each distinct one once (many rules share theirs)."""
         rules = self.active if self.active is not None else self.clauses
-        return [self.clauses[r] for r in rules]
+        seen: dict[bytes, dict[str, Any]] = {}
+        for r in rules:
+            q = self.clauses[r]
+            seen.setdefault(orjson.dumps(q, option=orjson.OPT_SORT_KEYS), q)
+        return list(seen.values())
 
     def _groups(self) -> list[dict[str, Any]]:
-        """The current rules' named clauses as ``bool.should`` queries, one per clause group: a pack
+        """The current rules' prefilters as ``bool.should`` queries, one per clause group: a pack
         beyond the engines' clause limit is read with one request per group (:func:`clause_groups`)."""
-        return [{"bool": {"should": g, "minimum_should_match": 1}} for g in clause_groups(self._should())]
+        should = self._should()
+        if MATCH_ALL in should:
+            return [MATCH_ALL]
+        return [{"bool": {"should": g, "minimum_should_match": 1}} for g in clause_groups(should)]
 
     def _plan(self, a: int, b: int, events: bool = False) -> tuple[list[tuple[int, int, int]], int, int]:
         """One request: (non-empty buckets of [a, b) as (start ms, matching documents, events), their
@@ -721,26 +791,7 @@ class EngineDetector:
             parts.append(hits)
         return union_hits(parts), total
 
-    def _refetch_whole(self, hits: list[dict[str, Any]]) -> None:
-        """Documents a prefilter-only rule matched (checked on the whole event) or without an auditID
-        (the alert id is a digest of the whole event): read again in full."""
-        want = []
-        for h in hits:
-            audit = ((h.get("_source") or {}).get("kubernetes") or {}).get("audit") or {}
-            if not audit.get("auditID") or any(not self.compiled[r].exact for r in _rule_ids_hit(h) if r in self.compiled):
-                want.append(h)
-        for i in range(0, len(want), _RESULT_WINDOW):
-            part = want[i:i + _RESULT_WINDOW]
-            body = {"size": len(part), "query": {"ids": {"values": sorted({h["_id"] for h in part})}},
-                    "_source": SOURCE_FIELDS, "track_total_hits": False}
-            full = {(x.get("_index"), x["_id"]): x["_source"] for x in self._request(body)["hits"]["hits"]}
-            for h in part:
-                src = full.get((h.get("_index"), h["_id"]))
-                if src is not None:
-                    h["_source"] = src
-
     def _ordered(self, hits: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
-        self._refetch_whole(hits)
         self.stats.fetched += len(hits)
         out = []
         for h in hits:
@@ -817,7 +868,7 @@ class EngineDetector:
             self.stats.replays += 1
             runner = self._runner = Runner(self.pack)
             back = lookback if lookback is not None else correlation_lookback(
-                self.engine, self.index, self.pack, self.compiled, start, max_lookback)
+                self.engine, self.index, self.pack, self.prefilters, start, max_lookback)
             lo = start - back
             missing = set(runner.new_terms)
         if missing & set(runner.new_terms):
@@ -826,7 +877,7 @@ class EngineDetector:
         pending = sorted(c for c in checkpoints if start <= c <= end)
         states: dict[float, dict[str, Any]] = {}
         out: list[Alert] = []
-        by_id, compiled, keys = self.by_id, self.compiled, self.keys
+        keys = self.keys
         if replay:  # the whole first millisecond, as the engine's range gives it (alerts are cut below)
             lo = (math.floor(lo * 1000) - 0.5) / 1000
         for hit in self.read(lo, end, None if replay else density):
@@ -834,9 +885,7 @@ class EngineDetector:
             while pending and t >= pending[0]:
                 states[pending[0]] = self._saved(runner, pending[0])
                 pending.pop(0)
-            event = doc_event(hit["_source"], keys)
-            ids = [r for r in _rule_ids_hit(hit) if r in compiled and (compiled[r].exact or by_id[r].matches(event))]
-            out += runner.feed_matched(event, ids, t)
+            out += runner.feed(doc_event(hit["_source"], keys), t)
         for c in pending:
             states[c] = self._saved(runner, c)
         out += runner.flush(closed_before=end)

@@ -89,7 +89,7 @@ class DetectResult:
 
     notified: int = 0  # new alerts sent to the outputs (at or above notify_severity)
     events: int = 0  # events stored in the searched ranges
-    matched: int = 0  # documents read because a rule matched them
+    matched: int = 0  # documents read (the prefilter's candidates, each evaluated against the pack)
     requests: int = 0  # search requests (planning, fetching, replay, history)
     replays: int = 0  # steps without a usable saved state (the quiet-point replay ran)
 

@@ -69,14 +69,17 @@ class Runner:
 
     # ------------------------------------------------------------------ stream
 
-    def feed(self, event: Mapping[str, Any]) -> list[Alert]:
-        """Evaluate one raw event; returns the alerts it completes (possibly for earlier events)."""
+    def feed(self, event: Mapping[str, Any], t: float | None = None) -> list[Alert]:
+        """Evaluate one raw event; returns the alerts it completes (possibly for earlier events).
+        ``t`` is its time when the event carries none (e.g. a document's ``@timestamp``)."""
         view = EventView(event)
         rules, batch = self.candidates(event)
         matched = [rules[i] for i in batch(view)]
         if matched and self._has_exceptions:
             matched = [r for r in matched if not r.exceptions or r.matches(view)]
-        return self._process(event, view, matched)
+        if t is not None and event_time(event) is None:
+            self._clock = max(self._clock, t)
+        return self._process(event, view, matched, t)
 
     def feed_matched(self, event: Mapping[str, Any], rule_ids: Iterable[str], t: float | None = None) -> list[Alert]:
         """Like :meth:`feed`, for an event whose matching single-event rules are already known
