@@ -183,6 +183,16 @@ def _keyword_objects(properties: dict[str, Any]) -> None:
         node["dynamic"] = True
 
 
+def _closed_bodies(properties: dict[str, Any]) -> None:
+    """The raw bodies are objects that index only Elastic's typed paths (the rest stays in ``_source``)."""
+    for dotted in fieldspec.ELASTIC_BODY_ROOTS:
+        node: dict[str, Any] = {"properties": properties}
+        for part in dotted.split("."):
+            node = node["properties"].setdefault(part, {"properties": {}})
+        node["type"] = "object"
+        node["dynamic"] = False
+
+
 def _meta(kind: str) -> dict[str, Any]:
     return {"managed_by": MANAGED_BY, "version": __version__, "kind": kind}
 
@@ -299,10 +309,13 @@ def desired_objects(flavor: str, caps: Capabilities, options: BootstrapOptions) 
                          "create-only permission, so the writer could overwrite a stored document through its "
                          "backing index; `kaudit-elk verify` still detects it")
 
+    body_typed = {f: t for f, t in fieldspec.ELASTIC_BODY_FIELDS.items() if t != "flat"}
+    body_flat = tuple(f for f, t in fieldspec.ELASTIC_BODY_FIELDS.items() if t == "flat")
     properties = mapping_properties(
-        {**fieldspec.TYPED_FIELDS, **CLIENT_FIELDS}, fieldspec.FLAT_FIELDS, caps.flat_type,
+        {**fieldspec.TYPED_FIELDS, **CLIENT_FIELDS, **body_typed}, fieldspec.FLAT_FIELDS + body_flat, caps.flat_type,
         constants=stream_constants(options.namespace), constant_keyword=caps.constant_keyword)
     _keyword_objects(properties)
+    _closed_bodies(properties)
     globs = [f"{p}.*" for p in fieldspec.KEYWORD_OBJECTS]
     for kind, template, name, extra in (
         ("component_template", "audit-settings.json.j2", names.settings_component, {}),

@@ -60,6 +60,7 @@ def native_spec() -> str:
         "verb_types": dict(fs.VERB_TYPES),
         "service_resources": sorted(fs.SERVICE_RESOURCES),
         "pod_markers": list(fs.POD_SPEC_MARKERS),
+        "body_copies": [field.rsplit(".", 1)[1] for _, field in fs.BODY_COPIES],
     }).decode()
 
 

@@ -462,8 +462,66 @@ _ECS_TYPED: dict[str, str] = {
 #:     ``<name>.keyword`` for term queries, aggregations and EQL's exact comparisons.
 TYPED_FIELDS: Final[dict[str, str]] = {**_RAW_TYPED, **_ECS_TYPED, **KAUDIT_FIELDS}
 
+# ---- bodies: Elastic's typed paths on the raw body, kaudit's whole-body copy ------------------
+#: Raw body key -> the document field holding kaudit's copy of the whole body (after managedFields
+#: removal, wrapping of non-object bodies and truncation, marker included), mapped ``flattened`` (ES) /
+#: ``flat_object`` (OpenSearch): every path searchable. kaudit's compiler, scan's engine reads, dashboards
+#: and tune search body paths here; ``kubernetes.audit.requestObject``/``responseObject`` keep the body
+#: in ``_source`` as Elastic's integration does, but index only :data:`ELASTIC_BODY_FIELDS`.
+BODY_COPIES: Final = (("requestObject", "kaudit.body.request"), ("responseObject", "kaudit.body.response"))
+
 #: Sub-trees mapped ``flattened`` (ES) / ``flat_object`` (OpenSearch): any path is a keyword.
-FLAT_FIELDS: Final = ("kubernetes.audit.requestObject", "kubernetes.audit.responseObject")
+FLAT_FIELDS: Final = tuple(field for _, field in BODY_COPIES)
+
+#: The raw bodies: ``object`` mappings with ``dynamic: false`` indexing only these paths, with the types
+#: Elastic's integration gives them (its ``fields.yml``; ``flat`` = ``flattened``/``flat_object``), plus the
+#: body paths Elastic's 45 prebuilt Kubernetes rules read that it leaves unmapped (``roleRef.name``,
+#: ``rules.verbs``/``rules.resources``: keyword, as its ``ecs@mappings`` maps strings). ``rules`` is a
+#: plain object here, not ``nested`` as in Elastic's ``fields.yml``: the rules query it with plain KQL
+#: (inside ES|QL's ``KQL()``), which matches nothing on a nested path, and nested would add one hidden
+#: Lucene document per rule of every Role.
+ELASTIC_BODY_FIELDS: Final[dict[str, str]] = {
+    **{f"kubernetes.audit.requestObject.{path}": kind for path, kind in {
+        "spec.type": "keyword",
+        "spec.serviceAccountName": "keyword",
+        "spec.restartPolicy": "keyword",
+        "spec.hostNetwork": "boolean",
+        "spec.hostIPC": "boolean",
+        "spec.hostPID": "boolean",
+        "spec.volumes.hostPath": "flat",
+        "spec.securityContext.runAsUser": "integer",
+        "spec.securityContext.runAsGroup": "integer",
+        "spec.securityContext.runAsNonRoot": "boolean",
+        "spec.containers.image": "exact_text",  # text in Elastic's integration
+        "spec.containers.volumeMounts": "flat",
+        "spec.containers.securityContext.privileged": "boolean",
+        "spec.containers.securityContext.allowPrivilegeEscalation": "boolean",
+        "spec.containers.securityContext.runAsUser": "integer",
+        "spec.containers.securityContext.runAsGroup": "integer",
+        "spec.containers.securityContext.runAsNonRoot": "boolean",
+        "spec.containers.securityContext.procMount": "keyword",
+        "spec.containers.securityContext.capabilities.add": "keyword",
+        "rules.verbs": "keyword",  # Elastic: rules nested, dynamic (see above)
+        "rules.resources": "keyword",
+        "roleRef.name": "keyword",  # read by "Cluster Admin RoleBinding Created"; unmapped by Elastic
+    }.items()},
+    **{f"kubernetes.audit.responseObject.{path}": kind for path, kind in {
+        "spec.hostNetwork": "boolean",
+        "spec.hostIPC": "boolean",
+        "spec.hostPID": "boolean",
+        "spec.volumes.hostPath": "flat",
+        "spec.restartPolicy": "keyword",
+        "spec.containers.volumeMounts": "flat",
+        "spec.containers.securityContext.privileged": "boolean",
+        "spec.containers.securityContext.allowPrivilegeEscalation": "boolean",
+        "spec.containers.securityContext.runAsUser": "integer",
+        "rules.verbs": "keyword",
+        "rules.resources": "keyword",
+        "roleRef.kind": "keyword",
+    }.items()},
+}
+#: The two raw body roots (``object``, ``dynamic: false``).
+ELASTIC_BODY_ROOTS: Final = ("kubernetes.audit.requestObject", "kubernetes.audit.responseObject")
 
 #: ``exact_text`` fields' keyword multi-field (the rule compiler and aggregations use it).
 EXACT_SUBFIELD: Final = "keyword"

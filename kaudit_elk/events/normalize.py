@@ -331,6 +331,8 @@ _WRITE_VERBS = fs.WRITE_VERBS
 _VERB_TYPES = fs.VERB_TYPES
 _SERVICE_RESOURCES = fs.SERVICE_RESOURCES
 _POD_MARKERS = frozenset(fs.POD_SPEC_MARKERS)
+#: kaudit.body keys of the body copies (requestObject, responseObject order)
+_BODY_COPY_KEYS = tuple(field.rsplit(".", 1)[1] for _, field in fs.BODY_COPIES)
 _EMPTY: dict = {}
 _I64 = 1 << 63
 _UTC = timezone.utc
@@ -623,7 +625,8 @@ def _bodies(audit: dict, kaudit: dict, options: NormalizeOptions, request: Any, 
     max_value = options.max_value_bytes
     max_body = options.max_body_bytes
     dumps = orjson.dumps
-    for key, raw in (("requestObject", request), ("responseObject", response)):
+    copies: dict[str, Any] = {}
+    for (key, raw), copy in zip((("requestObject", request), ("responseObject", response)), _BODY_COPY_KEYS):
         if raw is None:
             continue
         if isinstance(raw, dict):
@@ -651,8 +654,11 @@ def _bodies(audit: dict, kaudit: dict, options: NormalizeOptions, request: Any, 
             truncated = True
         if body is not raw:
             audit[key] = body
+        copies[copy] = body  # the same (cleaned, possibly truncated) body, flattened for kaudit's searches
     if truncated:
-        kaudit["body"] = {"truncated": True, "original_bytes": original}
+        copies.update(truncated=True, original_bytes=original)
+    if copies:
+        kaudit["body"] = copies
 
 
 def _cut_leaves(value: Any, limit: int) -> tuple[Any, bool]:

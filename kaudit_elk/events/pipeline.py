@@ -77,6 +77,7 @@ def _params(cluster: str, namespace: str) -> dict[str, Any]:
         "max_body": DEFAULT.max_body_bytes,
         "suffix": fs.TRUNCATION_SUFFIX,
         "marker_key": fs.TRUNCATED_BODY_KEY,
+        "body_copies": {raw: field.rsplit(".", 1)[1] for raw, field in fs.BODY_COPIES},
     }
 
 

@@ -1,7 +1,9 @@
 """Compile pySigma detection trees into Elasticsearch/OpenSearch Query DSL with the local evaluator's semantics.
 
 Pure functions, no I/O. A Sigma field ``X`` is searched as ``kubernetes.audit.X`` (annotation and
-``user.extra``/``impersonatedUser.extra`` keys dedotted). What each construct becomes, per field type
+``user.extra``/``impersonatedUser.extra`` keys dedotted); a body path ``requestObject.X`` /
+``responseObject.X`` as ``kaudit.body.request.X`` / ``kaudit.body.response.X``, the flattened copy of the
+whole body (the raw bodies index only Elastic's typed paths). What each construct becomes, per field type
 (verified on ES 8.19/9.2 and OpenSearch 2.19/3.3 by ``tests/engine/test_rules_parity.py``):
 
 ==============  ==================================  ===========================================
@@ -78,7 +80,9 @@ BODY_OBJECT_SUFFIXES = (
 #: Keys of a JSON-Patch operation (a patch body is indexed as ``{"json_patch": [...]}``).
 JSON_PATCH_KEYS = frozenset({"op", "path", "value", "from"})
 _DEDOTTED = tuple(".".join(p) + "." for p in fs.DEDOTTED_OBJECTS)
-_FLAT = tuple(f[len(PREFIX):] for f in fs.FLAT_FIELDS)
+#: Sigma body roots (``requestObject``) -> the flattened whole-body copy searched for them (``kaudit.body.request``).
+BODY_FIELDS: dict[str, str] = dict(fs.BODY_COPIES)
+_FLAT = tuple(BODY_FIELDS)
 _KEYWORD_OBJECTS = tuple(f[len(PREFIX):] + "." for f in fs.KEYWORD_OBJECTS)
 _NUMERIC = frozenset({"integer", "long", "short", "byte", "float", "double"})
 _IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
@@ -134,7 +138,11 @@ class _Unsupported(Exception):
 
 
 def _source_field(sigma_field: str) -> str:
-    """Document field of a Sigma field: ``kubernetes.audit.`` + raw path, dedotted map keys."""
+    """Document field of a Sigma field: ``kubernetes.audit.`` + raw path, dedotted map keys; a body path
+    (``requestObject.spec.hostPID``) is searched in kaudit's flattened body copy (``kaudit.body.request.spec.hostPID``)."""
+    root, dot, rest = sigma_field.partition(".")
+    if root in BODY_FIELDS:
+        return BODY_FIELDS[root] + dot + rest
     for prefix in _DEDOTTED:
         if sigma_field.startswith(prefix) and len(sigma_field) > len(prefix):
             return PREFIX + prefix + sigma_field[len(prefix):].replace(".", "_")
@@ -524,7 +532,7 @@ def _doc_fields(sigma_field: str) -> list[str]:
     field = doc_field(sigma_field)
     root, _, rest = sigma_field.partition(".")
     if root in ("requestObject", "responseObject") and rest.split(".", 1)[0] in JSON_PATCH_KEYS:
-        return [field, f"{PREFIX}{root}.json_patch.{rest}"]
+        return [field, f"{BODY_FIELDS[root]}.json_patch.{rest}"]
     return [field]
 
 
@@ -533,7 +541,7 @@ def _root_superset(sigma_field: str, value: Any, target: QueryTarget,
     """The same value test on the body's root field (any leaf of the body): a superset of the path's test."""
     root = sigma_field.split(".", 1)[0]
     try:
-        return _value(PREFIX + root, root, "body_root", value, target, placeholders)
+        return _value(BODY_FIELDS[root], root, "body_root", value, target, placeholders)
     except _Unsupported:
         return None
 

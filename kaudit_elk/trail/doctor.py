@@ -23,6 +23,7 @@ from kaudit_elk.cluster.bootstrap import installed_version, observe_one
 from kaudit_elk.cluster.engine import Engine, EngineRequestError
 from kaudit_elk.cluster.integrity import integrity_index
 from kaudit_elk.cluster.templates import BootstrapOptions, Names, desired_objects
+from kaudit_elk.events import fieldspec
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,7 @@ def check_mapping(engine: Engine, o: DoctorOptions, report: DoctorReport) -> Non
         return
     name, latest = sorted(body.items())[-1]
     fields = _leaf_fields(latest.get("mappings", {}).get("properties", {}))
-    flat = fields.get("kubernetes.audit.requestObject")
+    flat = fields.get(fieldspec.FLAT_FIELDS[0])  # kaudit.body.request, the body copy rules search
     settings = engine.request("GET", f"/{name}/_settings/index.mapping.total_fields.limit",
                               params={"include_defaults": "true"}) or {}
     idx = settings.get(name, {})

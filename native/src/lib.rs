@@ -83,6 +83,7 @@ impl Normalizer {
                 verb_types,
                 service_resources: list("service_resources")?,
                 pod_markers: list("pod_markers")?,
+                body_copies: list("body_copies")?,
             },
         })
     }

@@ -46,6 +46,8 @@ pub struct Config {
     pub verb_types: Vec<(String, String)>,
     pub service_resources: Vec<String>,
     pub pod_markers: Vec<String>,
+    /// `kaudit.body` keys of the request and response body copies.
+    pub body_copies: Vec<String>,
 }
 
 pub enum Outcome {
@@ -55,6 +57,7 @@ pub enum Outcome {
 }
 
 /// Output tree: keys and values borrow from the parsed event where they can.
+#[derive(Clone)]
 pub(crate) enum O<'v, 'a> {
     S(Cow<'v, str>),
     I(i64),
@@ -589,7 +592,8 @@ pub fn normalize(
             }
         }
         let limit = cfg.max_value_bytes.min(cfg.max_body_bytes);
-        for (key, raw) in [("requestObject", request), ("responseObject", response)] {
+        let mut copies: Vec<(Cow<str>, O)> = Vec::new();
+        for ((key, raw), copy) in [("requestObject", request), ("responseObject", response)].into_iter().zip(cfg.body_copies.iter()) {
             let raw = match raw {
                 Some(r) => r,
                 None => continue,
@@ -625,10 +629,18 @@ pub fn normalize(
                 if buf.len() > limit {
                     return Err(Fallback); // truncation is the Python path's job
                 }
+                copies.push((Cow::Borrowed(copy.as_str()), O::Json(buf.clone())));
                 replaced.push((key, O::Json(buf)));
             } else if let Some(b) = body {
+                // kaudit.body.<copy>: the same body, flattened for kaudit's own searches
+                copies.push((Cow::Borrowed(copy.as_str()), b.clone()));
                 replaced.push((key, b));
+            } else {
+                copies.push((Cow::Borrowed(copy.as_str()), O::Ref(raw)));
             }
+        }
+        if !copies.is_empty() {
+            kaudit.push((Cow::Borrowed("body"), O::Obj(copies)));
         }
     }
     if let Some(env) = envelope.filter(|e| !e.is_empty()) {

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from kaudit_elk.events import fieldspec as fs
 from kaudit_elk.events.envelopes import decode
 from kaudit_elk.events.normalize import NormalizeError, NormalizeOptions, doc_id, normalize
 
@@ -172,7 +173,24 @@ def test_long_leaves_are_cut_with_a_marker():
 
 
 def test_small_bodies_are_not_marked_truncated():
-    assert "body" not in doc_of("create_nginx_pod_privileged.json")["kaudit"]
+    doc = doc_of("create_nginx_pod_privileged.json")
+    assert set(doc["kaudit"]["body"]) == {"request", "response"}  # the copies, no truncation marker
+
+
+def test_bodies_are_copied_whole_for_kaudits_searches():
+    """kaudit.body.request/response = the raw body as stored (managedFields removed, patch wrapped, cut)."""
+    raw = event("create_nginx_pod_privileged.json")
+    doc = normalize(raw)
+    assert doc["kaudit"]["body"]["request"] == doc["kubernetes"]["audit"]["requestObject"] == raw["requestObject"]
+    patch = normalize({**raw, "requestObject": [{"op": "replace", "path": "/spec/replicas", "value": 3}]})
+    assert patch["kaudit"]["body"]["request"] == {"json_patch": [{"op": "replace", "path": "/spec/replicas", "value": 3}]}
+    managed = normalize({**raw, "requestObject": {"kind": "Pod", "metadata": {"name": "p", "managedFields": [{}]}}})
+    assert managed["kaudit"]["body"]["request"] == {"kind": "Pod", "metadata": {"name": "p"}}
+    big = normalize({**raw, "requestObject": {"kind": "ConfigMap", "data": {f"k{i}": "x" * 4000 for i in range(40)}}})
+    body = big["kaudit"]["body"]
+    assert body["truncated"] is True and body["request"][fs.TRUNCATED_BODY_KEY] is True
+    assert body["request"] == big["kubernetes"]["audit"]["requestObject"]
+    assert "request" not in normalize({k: v for k, v in raw.items() if k != "requestObject"})["kaudit"].get("body", {})
 
 
 def test_stage_filter():
@@ -256,5 +274,10 @@ def test_every_emitted_field_is_declared_for_the_index_template():
                  "attach_cluster_admin_role.json", "create_nginx_service_nodeport.json", "test-kube-audit.log"):
         doc = doc_of(name)
         doc.pop("kubernetes")
+        body = doc.get("kaudit", {}).get("body", {})
+        for copy in fs.FLAT_FIELDS:  # the body copies: flattened, any path
+            body.pop(copy.rsplit(".", 1)[1], None)
+        if not body:
+            doc.get("kaudit", {}).pop("body", None)
         undeclared |= {p for p in leaves(doc) if p not in fs.TYPED_FIELDS}
     assert not undeclared

@@ -72,6 +72,6 @@ def test_typed_fields_cover_what_the_normalizer_emits():
     assert fs.TYPED_FIELDS["kaudit.pod.privileged"] == "boolean"
     assert fs.TYPED_FIELDS["source.ip"] == "ip"
     assert fs.TYPED_FIELDS["@timestamp"] == "date"
-    assert set(fs.FLAT_FIELDS) == {"kubernetes.audit.requestObject", "kubernetes.audit.responseObject"}
+    assert set(fs.FLAT_FIELDS) == {"kaudit.body.request", "kaudit.body.response"}
     for _, dst in fs.COPIES:
         assert dst in fs.TYPED_FIELDS

@@ -50,6 +50,8 @@ def dsl(item: dict[str, Any], target: QueryTarget = ES, placeholders: dict | Non
 
 
 F = "kubernetes.audit."
+REQ = "kaudit.body.request"  # the flattened body copy the compiler searches body paths in
+RESP = "kaudit.body.response"
 
 
 def test_field_names_and_kinds():
@@ -120,11 +122,11 @@ def test_comparison_on_a_text_indexed_field_is_unsupported_and_relaxed():
 
 def test_body_values_are_strings():
     assert dsl({"requestObject.spec.hostNetwork": True})[0] == {
-        "term": {F + "requestObject.spec.hostNetwork": {"value": "true", "case_insensitive": True}}}
+        "term": {REQ + ".spec.hostNetwork": {"value": "true", "case_insensitive": True}}}
     # numeric text: a JSON number compares by value, a string by text -> spellings prefilter, client decides
     q, reasons = dsl({"requestObject.spec.securityContext.runAsUser": "0"})
-    assert q == {"bool": {"should": [{"term": {F + "requestObject.spec.securityContext.runAsUser": "0"}},
-                                     {"term": {F + "requestObject.spec.securityContext.runAsUser": "0.0"}}],
+    assert q == {"bool": {"should": [{"term": {REQ + ".spec.securityContext.runAsUser": "0"}},
+                                     {"term": {REQ + ".spec.securityContext.runAsUser": "0.0"}}],
                           "minimum_should_match": 1}}
     assert "numeric text" in reasons[0]
     q, reasons = dsl({"requestObject.spec.securityContext.runAsUser": 0})  # "00", "0e0" equal 0 too
@@ -134,19 +136,19 @@ def test_body_values_are_strings():
 def test_json_patch_paths_also_search_the_wrapped_patch_array():
     q, _ = dsl({"requestObject.op": "replace"})
     assert q == {"bool": {"should": [
-        {"term": {F + "requestObject.op": {"value": "replace", "case_insensitive": True}}},
-        {"term": {F + "requestObject.json_patch.op": {"value": "replace", "case_insensitive": True}}}],
+        {"term": {REQ + ".op": {"value": "replace", "case_insensitive": True}}},
+        {"term": {REQ + ".json_patch.op": {"value": "replace", "case_insensitive": True}}}],
         "minimum_should_match": 1}}
-    assert dsl({"requestObject.spec.op": "x"})[0] == {"term": {F + "requestObject.spec.op": {"value": "x", "case_insensitive": True}}}
+    assert dsl({"requestObject.spec.op": "x"})[0] == {"term": {REQ + ".spec.op": {"value": "x", "case_insensitive": True}}}
 
 
 def test_body_wildcards_differ_between_flattened_and_flat_object():
     item = {"requestObject.spec.containers.image|contains": "busybox"}
     q, reasons = dsl(item, ES)  # keyed flattened fields reject wildcard: the body root's leaves prefilter
-    assert q == {"wildcard": {F + "requestObject": {"value": "*busybox*", "case_insensitive": True}}}
+    assert q == {"wildcard": {REQ: {"value": "*busybox*", "case_insensitive": True}}}
     assert "flattened" in reasons[0]
     q, reasons = dsl(item, OS)
-    assert q == {"wildcard": {F + "requestObject.spec.containers.image": {"value": "*busybox*", "case_insensitive": True}}}
+    assert q == {"wildcard": {REQ + ".spec.containers.image": {"value": "*busybox*", "case_insensitive": True}}}
     assert not reasons
     # a prefix works on both
     q, reasons = dsl({"requestObject.spec.containers.image|startswith": "busybox"}, ES)
@@ -157,7 +159,7 @@ def test_exists_and_null():
     assert dsl({"impersonatedUser.username|exists": True})[0] == {"exists": {"field": F + "impersonatedUser.username"}}
     assert dsl({"impersonatedUser.username|exists": False})[0] == {
         "bool": {"must_not": [{"exists": {"field": F + "impersonatedUser.username"}}]}}
-    assert dsl({"requestObject.spec.hostPID|exists": True})[0] == {"prefix": {F + "requestObject.spec.hostPID": {"value": ""}}}
+    assert dsl({"requestObject.spec.hostPID|exists": True})[0] == {"prefix": {REQ + ".spec.hostPID": {"value": ""}}}
     assert dsl({"userAgent": None})[0] == {"bool": {"must_not": [{"exists": {"field": F + "userAgent"}}]}}
 
 
@@ -167,7 +169,7 @@ def test_body_object_paths_are_client_side_with_the_right_polarity():
     assert q == {"term": {F + "verb": {"value": "create", "case_insensitive": True}}}
     assert "object" in reasons[0]
     q, reasons = dsl({"requestObject.data|contains": "password"})
-    assert q == {"wildcard": {F + "requestObject": {"value": "*password*", "case_insensitive": True}}} and reasons
+    assert q == {"wildcard": {REQ: {"value": "*password*", "case_insensitive": True}}} and reasons
     r = rule({"s": {"verb": "get"}, "f": {"requestObject.data|contains": "x"}, "condition": "s and not f"})
     assert compile_rule_query(r, ES).query == {"term": {F + "verb": {"value": "get", "case_insensitive": True}}}
 
@@ -184,14 +186,14 @@ def test_cidr_uses_related_ip_for_source_ips_and_prefixes_elsewhere():
     assert dsl({"sourceIPs|cidr": "10.0.0.0/8"})[0] == {"term": {"related.ip": "10.0.0.0/8"}}
     assert dsl({"sourceIPs|cidr": "fc00::/7"})[0] == {"term": {"related.ip": "fc00::/7"}}
     q, _ = dsl({"requestObject.spec.clusterIP|cidr": "172.16.0.0/14"}, OS)
-    assert q["regexp"][F + "requestObject.spec.clusterIP"]["value"] == "(172\\.16\\.|172\\.17\\.|172\\.18\\.|172\\.19\\.).*"
+    assert q["regexp"][REQ + ".spec.clusterIP"]["value"] == "(172\\.16\\.|172\\.17\\.|172\\.18\\.|172\\.19\\.).*"
     q, _ = dsl({"requestObject.spec.clusterIP|cidr": "172.16.0.0/14"}, ES)  # no regexp on keyed flattened
     assert [x["prefix"] for x in q["bool"]["should"]] == [
-        {F + "requestObject.spec.clusterIP": {"value": p}} for p in ("172.16.", "172.17.", "172.18.", "172.19.")]
-    assert dsl({"requestObject.spec.clusterIP|cidr": "10.1.2.3/32"})[0] == {"term": {F + "requestObject.spec.clusterIP": {"value": "10.1.2.3"}}}
-    assert dsl({"requestObject.spec.clusterIP|cidr": "10.1.0.0/16"})[0] == {"prefix": {F + "requestObject.spec.clusterIP": {"value": "10.1."}}}
+        {REQ + ".spec.clusterIP": {"value": p}} for p in ("172.16.", "172.17.", "172.18.", "172.19.")]
+    assert dsl({"requestObject.spec.clusterIP|cidr": "10.1.2.3/32"})[0] == {"term": {REQ + ".spec.clusterIP": {"value": "10.1.2.3"}}}
+    assert dsl({"requestObject.spec.clusterIP|cidr": "10.1.0.0/16"})[0] == {"prefix": {REQ + ".spec.clusterIP": {"value": "10.1."}}}
     q, _ = dsl({"requestObject.spec.clusterIP|cidr": "10.1.2.16/30"}, ES)  # last octet: exact values, not prefixes
-    assert [x["term"][F + "requestObject.spec.clusterIP"]["value"] for x in q["bool"]["should"]] == [
+    assert [x["term"][REQ + ".spec.clusterIP"]["value"] for x in q["bool"]["should"]] == [
         "10.1.2.16", "10.1.2.17", "10.1.2.18", "10.1.2.19"]
     q, reasons = dsl({"sourceIPs|cidr": "::/0"})
     assert q == MATCH_ALL and "IPv4-mapped" in reasons[0]
@@ -205,7 +207,7 @@ def test_regular_expressions():
     q, reasons = dsl({"userAgent|re": "(^|/)curl"})
     assert q == MATCH_ALL and "anchor" in reasons[0]
     q, reasons = dsl({"requestObject.spec.containers.image|re": "^busybox"}, ES)
-    assert q == {"regexp": {F + "requestObject": {"value": "busybox.*", "flags": "NONE"}}} and reasons
+    assert q == {"regexp": {REQ: {"value": "busybox.*", "flags": "NONE"}}} and reasons
     assert dsl({"requestObject.spec.containers.image|re": "^busybox"}, OS)[0]["regexp"]
 
 
