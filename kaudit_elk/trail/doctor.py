@@ -166,7 +166,7 @@ def check_mapping(engine: Engine, o: DoctorOptions, report: DoctorReport) -> Non
     conflicts = sorted(f for f, t in types.items() if len(t) > 1)
     report.figures["mapping_fields"] = len(fields)
     if flat not in ("flattened", "flat_object"):
-        report.checks.append(Check("mapping", "fail", f"{name}: bodies mapped as {flat or 'nothing'}, not "
+        report.checks.append(Check("mapping", "fail", f"{name}: the body copy {fieldspec.FLAT_FIELDS[0]} mapped as {flat or 'nothing'}, not "
                                    "flattened/flat_object: the audit template was not in force when it was created",
                                    "kaudit-elk bootstrap, then roll the stream over (POST /<stream>/_rollover)"))
     elif conflicts:
