@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from kaudit_elk.base.vocab import WRITE_VERBS
 BUILTIN_GROUPS = frozenset({
     "", "apps", "batch", "rbac.authorization.k8s.io", "networking.k8s.io", "policy", "autoscaling",
     "admissionregistration.k8s.io", "storage.k8s.io", "certificates.k8s.io", "apiextensions.k8s.io",
@@ -24,7 +25,6 @@ METADATA_RESOURCES = frozenset({
     "secrets", "configmaps", "tokenreviews", "subjectaccessreviews", "selfsubjectaccessreviews",
     "selfsubjectrulesreviews", "localsubjectaccessreviews", "selfsubjectreviews", "leases", "events",
 })
-WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 STREAMING = frozenset({"exec", "attach", "portforward"})
 VERSION_OF = {"": "v1", "apps": "v1", "batch": "v1", "rbac.authorization.k8s.io": "v1", "networking.k8s.io": "v1",
               "policy": "v1", "autoscaling": "v2", "admissionregistration.k8s.io": "v1", "storage.k8s.io": "v1",

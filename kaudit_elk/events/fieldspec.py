@@ -65,6 +65,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kaudit_elk.base.vocab import WRITE_VERBS as WRITE_VERBS  # the spec's write verbs (normalize, pipeline, native)
+
 ECS_VERSION: Final = "8.11.0"
 EVENT_DATASET: Final = "kubernetes.audit_logs"
 EVENT_MODULE: Final = "kubernetes"
@@ -169,7 +171,6 @@ VERB_TYPES: Final[dict[str, str]] = {
     "list": "access",
     "watch": "access",
 }
-WRITE_VERBS: Final = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 # ---- typed security allow-list (kaudit.*) ---------------------------------------------------
 #: Where pod specs live inside a body (first match wins per body).

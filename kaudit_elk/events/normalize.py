@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from kaudit_elk.base.vocab import KEPT_STAGES
 from kaudit_elk.events import fieldspec as fs
 from kaudit_elk.events.podfields import pod_fields
 
@@ -37,7 +38,7 @@ class NormalizeOptions:
     keep_original: bool = False
     max_body_bytes: int = 64 * 1024  # per body, after managedFields removal
     max_value_bytes: int = 8 * 1024  # any single string leaf in a body
-    stages: frozenset = field(default=frozenset({"ResponseComplete", "ResponseStarted", "Panic"}))
+    stages: frozenset = field(default=frozenset(KEPT_STAGES))
 
 
 DEFAULT = NormalizeOptions()

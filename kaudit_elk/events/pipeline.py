@@ -32,10 +32,11 @@ from functools import lru_cache
 from typing import Any
 
 from kaudit_elk.base.content import content_path
+from kaudit_elk.base.vocab import ENGINE_FLAVORS
 from kaudit_elk.events import fieldspec as fs
 from kaudit_elk.events.normalize import DEFAULT
 
-FLAVORS = ("elasticsearch", "opensearch")
+FLAVORS = ENGINE_FLAVORS
 _TMP = "_kaudit_tmp"
 #: The painless scripts (content files, shipped in the wheel): the normalizer walking the spec tables it
 #: gets as ``params``, the pod-spec fields it calls (generated from the field spec by

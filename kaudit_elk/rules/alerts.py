@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import orjson
 
+from kaudit_elk.base.vocab import SEVERITIES as SEVERITIES  # re-exported (alerts.SEVERITIES)
 from kaudit_elk.events.normalize import client_ip
 from kaudit_elk.rules.response import notes_for
 
@@ -15,7 +16,6 @@ from kaudit_elk.rules.response import notes_for
 if TYPE_CHECKING:
     from kaudit_elk.rules.loader import PackRule
 
-SEVERITIES = ("informational", "low", "medium", "high", "critical")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _TIME_FIELDS = ("requestReceivedTimestamp", "stageTimestamp", "timestamp")
 

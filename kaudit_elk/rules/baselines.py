@@ -33,10 +33,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from kaudit_elk.base.vocab import FINAL_STAGES
 from kaudit_elk.rules.alerts import alert_id, event_time, iso
 
+FINAL = FINAL_STAGES  # the name detect.baselines_search imports
+
 BUCKET = 3600
-FINAL = frozenset({"ResponseComplete", "Panic"})
 RETRIEVAL = ("secrets", "lists", "logs")
 NAMESPACED = frozenset({
     "pods", "secrets", "configmaps", "services", "endpoints", "endpointslices", "deployments", "replicasets",
@@ -150,7 +152,7 @@ def _first_ip(ips: Any) -> str | None:
 def counts(event: Mapping[str, Any]) -> bool:
     """Whether an event is one request's final record (the one baselines count)."""
     stage = event.get("stage")
-    return stage is None or stage in FINAL
+    return stage is None or stage in FINAL_STAGES
 
 
 class ProfileBuilder:

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from kaudit_elk.rules.alerts import SEVERITIES, iso, severity_rank
+from kaudit_elk.base.vocab import SEVERITIES
+from kaudit_elk.rules.alerts import iso, severity_rank
 
 Alert = dict[str, Any]
 Incident = dict[str, Any]

@@ -21,10 +21,9 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
 
 from kaudit_elk.base.errors import ContentError
+from kaudit_elk.base.vocab import EVENT_AUDIT_LEVELS, SEVERITIES
 from kaudit_elk.rules.evaluator import Predicate, compile_rule
 
-LEVELS = ("informational", "low", "medium", "high", "critical")
-AUDIT_LEVELS = ("Metadata", "Request", "RequestResponse")
 KINDS = ("single", "new_terms", "correlation")
 RULE_SUFFIXES = (".yml", ".yaml")
 _SPAN = re.compile(r"^(\d+)([smhdwMy])$")
@@ -199,8 +198,8 @@ def _kaudit_meta(obj: Any, path: str, strict: bool) -> tuple[dict[str, Any], lis
         if k not in known:
             bad(f"unknown kaudit key {k!r} (known: {', '.join(sorted(known))})")
     lvl = meta.get("audit_level")
-    if lvl is not None and lvl not in AUDIT_LEVELS:
-        bad(f"kaudit.audit_level {lvl!r} is not one of {', '.join(AUDIT_LEVELS)}")
+    if lvl is not None and lvl not in EVENT_AUDIT_LEVELS:
+        bad(f"kaudit.audit_level {lvl!r} is not one of {', '.join(EVENT_AUDIT_LEVELS)}")
     nt = meta.get("new_terms")
     if nt is not None:
         if isinstance(obj, SigmaCorrelationRule):
@@ -442,8 +441,8 @@ def load_rules(
         if rid not in known:
             raise ContentError(f"unknown rule id {rid!r} (in --disable, --severity-override or exceptions)")
     for rid, lvl in sev.items():
-        if lvl.lower() not in LEVELS:
-            raise ContentError(f"severity override for {rid}: {lvl!r} is not one of {', '.join(LEVELS)}")
+        if lvl.lower() not in SEVERITIES:
+            raise ContentError(f"severity override for {rid}: {lvl!r} is not one of {', '.join(SEVERITIES)}")
     kept = []
     for r in rules:
         if r.id in disabled_set or (r.name and r.name in disabled_set):

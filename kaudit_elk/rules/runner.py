@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Mapping
 
+from kaudit_elk.base.vocab import FINAL_STAGES
 from kaudit_elk.rules.alerts import Alert, event_time, single_alert
 from kaudit_elk.rules.correlation import Correlator, NewTermsTracker
 from kaudit_elk.rules.evaluator import EventView, compile_batch, required_values
 from kaudit_elk.rules.loader import PackRule, RulePack
 
-FINAL_STAGES = frozenset({"ResponseComplete", "Panic"})
 _EMITTED_CAP = 500_000
 
 

@@ -22,17 +22,16 @@ from itertools import product
 from typing import Any, Iterable
 
 from kaudit_elk.trail.needs import (CLUSTER_SCOPED, KNOWN_GROUPS, NAMESPACED, Alternative, RuleNeed, Values)
+from kaudit_elk.base.vocab import AUDIT_LEVELS, RESOURCE_VERBS, WRITE_VERBS
+from kaudit_elk.base.vocab import KEPT_STAGES as KEPT_STAGES  # re-exported
 from kaudit_elk.trail.policy import (RANK, Attributes, Policy, PolicyRule, UserInfo, describe,
                                      identity_matches, target_matches, verb_matches)
 
-RESOURCE_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 NON_RESOURCE_VERBS = ("get", "post", "put", "patch", "delete", "head", "options")
 READ_ONLY = frozenset({"get", "list", "watch"})
 NAMELESS_VERBS = frozenset({"create", "list", "watch", "deletecollection"})
 LONG_RUNNING_SUBS = frozenset({"exec", "attach", "portforward", "proxy", "log"})
-KEPT_STAGES = ("ResponseComplete", "ResponseStarted", "Panic")  # what ingest and serve keep
 PROBE = "kaudit-probe"
-WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 # (group, resource, subresource) whose bodies hold secret values, and the verbs/level that write them.
 SENSITIVE: tuple[tuple[str, str, str, str], ...] = (
@@ -335,8 +334,7 @@ def check(policy: Policy, needs: list[RuleNeed]) -> CheckResult:
         else:
             status = "degraded"
         short.sort(key=lambda s: (s.noise, -1 if s.policy_rule is None else s.policy_rule))
-        levels = ("None", "Metadata", "Request", "RequestResponse")
-        out.append(RuleCoverage(need.rule_id, need.title, need.level, status, levels[lowest], levels[highest],
+        out.append(RuleCoverage(need.rule_id, need.title, need.level, status, AUDIT_LEVELS[lowest], AUDIT_LEVELS[highest],
                                 short, served, need.via))
     return CheckResult(policy, out, find_leaks(policy, universe))
 

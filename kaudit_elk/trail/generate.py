@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
+from kaudit_elk.base.vocab import WRITES
 from kaudit_elk.trail.coverage import check
 from kaudit_elk.trail.needs import KNOWN_GROUPS, RuleNeed
 from kaudit_elk.trail.policy import GroupResources, Policy, PolicyRule
 
 PROFILES = ("minimal", "standard", "full")
-WRITES = ("create", "update", "patch", "delete", "deletecollection")
 RBAC = ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
 WORKLOADS = {"": ("pods", "replicationcontrollers"),
              "apps": ("deployments", "daemonsets", "statefulsets", "replicasets"),

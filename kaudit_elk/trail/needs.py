@@ -18,6 +18,7 @@ from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, 
 from sigma.correlations import SigmaCorrelationRule
 from sigma.types import SigmaString, SpecialChars
 
+from kaudit_elk.base.vocab import EVENT_AUDIT_LEVELS
 from kaudit_elk.rules.loader import PackRule, RulePack
 
 FIELDS = {
@@ -258,8 +259,7 @@ def pack_needs(pack: RulePack) -> list[RuleNeed]:
 
 
 def _max_level(a: str, b: str) -> str:
-    order = ("Metadata", "Request", "RequestResponse")
-    return a if order.index(a) >= order.index(b) else b
+    return a if EVENT_AUDIT_LEVELS.index(a) >= EVENT_AUDIT_LEVELS.index(b) else b
 
 
 def resources_named(needs: Iterable[RuleNeed]) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaudit_elk.base.vocab import KEPT_STAGES
 from kaudit_elk.cluster.engine import Engine
 from kaudit_elk.cluster.templates import Names
 from kaudit_elk.trail.needs import RuleNeed
@@ -87,7 +88,7 @@ def compare(observed: Observed, needs: list[RuleNeed]) -> list[RuleObservation]:
             continue
         levels: dict[str, int] = {}
         for b in observed.buckets:
-            if b.stage not in ("ResponseComplete", "ResponseStarted", "Panic"):
+            if b.stage not in KEPT_STAGES:
                 continue
             for a in targeted:
                 if not a.allow["resource"].admits(b.resource):

@@ -19,10 +19,9 @@ from typing import Any
 import yaml
 
 from kaudit_elk.base.errors import ContentError
+from kaudit_elk.base.vocab import AUDIT_LEVELS, STAGES
 
-LEVELS = ("None", "Metadata", "Request", "RequestResponse")
-STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
-RANK = {level: i for i, level in enumerate(LEVELS)}
+RANK = {level: i for i, level in enumerate(AUDIT_LEVELS)}
 _RULE_KEYS = {"level", "users", "userGroups", "verbs", "resources", "namespaces", "nonResourceURLs",
               "omitStages", "omitManagedFields"}
 _GR_KEYS = {"group", "resources", "resourceNames"}
@@ -250,8 +249,8 @@ def _rule(raw: dict[str, Any], where: str, line: int, errors: list[str], warning
     if level in (None, ""):
         errors.append(f"{where}: level is required")
         level = "None"
-    elif level not in LEVELS:
-        errors.append(f"{where}: level {level!r} is not one of {', '.join(LEVELS)}")
+    elif level not in AUDIT_LEVELS:
+        errors.append(f"{where}: level {level!r} is not one of {', '.join(AUDIT_LEVELS)}")
         level = "None"
     urls = _strings(raw.get("nonResourceURLs"), f"{where}.nonResourceURLs", errors)
     for j, url in enumerate(urls):

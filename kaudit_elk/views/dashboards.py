@@ -28,9 +28,10 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import yaml
 
 from kaudit_elk.base.errors import ContentError, EngineError
+from kaudit_elk.base.vocab import DASHBOARD_FLAVORS
 
 Flavor = Literal["kibana", "opensearch"]
-FLAVORS: tuple[str, ...] = ("kibana", "opensearch")
+FLAVORS: tuple[str, ...] = DASHBOARD_FLAVORS
 
 VIS_TYPES = ("histogram", "line", "area", "horizontal_bar", "pie", "table", "metric")
 METRIC_TYPES = ("count", "cardinality", "avg", "max", "min", "sum", "percentiles")

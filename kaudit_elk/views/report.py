@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
+from kaudit_elk.base.vocab import AUDIT_LEVELS, SEVERITIES, WRITE_VERBS
 from kaudit_elk.rules.response import notes_for
-
-LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 
 
 def _response(rule_id: Any) -> dict[str, Any]:
@@ -31,10 +30,8 @@ def _response(rule_id: Any) -> dict[str, Any]:
     note = notes_for(str(rule_id))
     return {"response": note} if note else {}
 
-_LEVEL_RANK = {name: i for i, name in enumerate(LEVELS)}
-SEVERITIES = ("critical", "high", "medium", "low", "informational")
+_LEVEL_RANK = {name: i for i, name in enumerate(AUDIT_LEVELS)}
 STAGE_PREFERENCE = {"ResponseComplete": 4, "Panic": 4, "ResponseStarted": 2, "RequestReceived": 1}
-WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
 WORKLOAD_RESOURCES = frozenset({"pods", "deployments", "daemonsets", "statefulsets", "replicasets", "jobs",
                                 "cronjobs", "replicationcontrollers"})
@@ -253,7 +250,7 @@ def _coverage(requests: Sequence[Mapping[str, Any]], rules: Sequence[tuple[str, 
         return {"check": name, "needs": needs, "events": len(docs), "sufficient": enough, "status": status, "note": note}
 
     pod_writes = [d for d in requests if _audit(d, "objectRef.resource") == "pods" and not _audit(d, "objectRef.subresource")
-                  and _audit(d, "verb") in ("create", "update", "patch")]
+                  and _audit(d, "verb") in WRITE_VERBS - {"delete", "deletecollection"}]
     rbac_writes = [d for d in requests if _audit(d, "objectRef.resource") in RBAC_RESOURCES and _audit(d, "verb") in WRITE_VERBS - {"delete", "deletecollection"}]
     checks = [
         check("Who did what, when, from where", "Metadata", list(requests), "every rule needs at least Metadata"),
@@ -378,7 +375,7 @@ def compute(
         key = (str(get(a, "rule.id") or ""), str(get(a, "rule.name") or get(a, "rule.id") or "(unnamed rule)"))
         by_rule[key] += 1
         rule_sev[key] = str(get(a, "kaudit.alert.severity") or get(a, "rule.level") or "unknown").lower()
-    sev_order = {s: i for i, s in enumerate(SEVERITIES)}
+    sev_order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     alerts_latest = _newest_first([{
         "time": _iso(parse_time(a.get("@timestamp"))), "severity": rule_sev.get((str(get(a, "rule.id") or ""), str(get(a, "rule.name") or get(a, "rule.id") or "(unnamed rule)"))),
         "rule": get(a, "rule.name") or get(a, "rule.id"), "user": get(a, "user.name"),

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kaudit_elk.rules.loader import AUDIT_LEVELS, LEVELS, default_pack_dir, load_rules, rule_files, validate
+from kaudit_elk.base.vocab import EVENT_AUDIT_LEVELS, SEVERITIES
+from kaudit_elk.rules.loader import default_pack_dir, load_rules, rule_files, validate
 from kaudit_elk.rules.selftest import CATALOGUE, run_rule_tests
 
 PACK_DIR = default_pack_dir()
@@ -35,9 +36,9 @@ def test_one_rule_per_file_and_unique_ids():
 @pytest.mark.parametrize("rule", RULES, ids=[Path(r.path).stem for r in RULES])
 def test_rule_metadata(rule):
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", rule.id)
-    assert rule.level in LEVELS
+    assert rule.level in SEVERITIES
     assert rule.attack, "needs at least one ATT&CK technique tag"
-    assert rule.audit_level in AUDIT_LEVELS
+    assert rule.audit_level in EVENT_AUDIT_LEVELS
     assert rule.catalogue and set(rule.catalogue) <= set(CATALOGUE)
     assert rule.description and rule.falsepositives
     doc = yaml.safe_load(Path(rule.path).read_text(encoding="utf-8"))
