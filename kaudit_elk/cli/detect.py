@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from enum import Enum
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 
 import typer
@@ -16,29 +16,7 @@ from kaudit_elk.cli.rules import (
 )
 from kaudit_elk.cli.console import Console, run
 from kaudit_elk.base.errors import EXIT_ALERTS, ConfigError
-
-def parse_duration(text: str, option: str) -> timedelta:
-    """'30s', '5m', '1h', '7d' -> timedelta (the same syntax as `retention --rollover-age`)."""
-    from kaudit_elk.cluster.retention import parse_age
-
-    try:
-        return timedelta(seconds=parse_age(text))
-    except ValueError:
-        raise ConfigError(f"{option}: expected a duration like 30s, 5m, 1h or 7d, got {text!r}") from None
-
-
-def parse_time(text: str, option: str, now: datetime) -> datetime:
-    """ISO8601 or now-<duration>."""
-    if text.startswith("now-"):
-        return now - parse_duration(text[4:], option)
-    if text == "now":
-        return now
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{option}: expected ISO8601 or now-<duration>, got {text!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
+from kaudit_elk.base.timeparse import parse_duration, parse_time
 
 class Notify(str, Enum):
     alerts = "alerts"

@@ -344,14 +344,10 @@ def retention(
 
     def body() -> None:
         from kaudit_elk.cluster.engine import connect
-        from kaudit_elk.cluster.retention import apply_retention, parse_age
+        from kaudit_elk.base.timeparse import duration_seconds
+        from kaudit_elk.cluster.retention import apply_retention
 
-        try:
-            parse_age(rollover_age)
-        except ValueError as exc:
-            from kaudit_elk.base.errors import ConfigError
-
-            raise ConfigError(str(exc)) from None
+        duration_seconds(rollover_age, "--rollover-age")
         settings = conn.settings
         engine = connect(settings)
         if engine.caps.lifecycle:

@@ -45,7 +45,7 @@ SpanOpt = Annotated[str, typer.Option("--incident-max-span", help="Longest an in
 
 def incident_options(gap: str, max_span: str) -> IncidentOptions:
     """IncidentOptions from the --incident-gap/--incident-max-span durations."""
-    from kaudit_elk.cli.detect import parse_duration
+    from kaudit_elk.base.timeparse import parse_duration
     from kaudit_elk.rules.incidents import IncidentOptions
 
     return IncidentOptions(gap=parse_duration(gap, "--incident-gap").total_seconds(),

@@ -317,14 +317,12 @@ def register(app: typer.Typer) -> None:
         def body() -> int:
             import time as _time
 
-            from kaudit_elk.cluster.retention import parse_age
+            from kaudit_elk.base.timeparse import duration_seconds
             from kaudit_elk.trail.doctor import DoctorOptions, doctor
             from kaudit_elk.trail import metrics
 
-            try:
-                data_age, detect_age = parse_age(max_data_age), parse_age(max_detect_age)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+            data_age = duration_seconds(max_data_age, "--max-data-age")
+            detect_age = duration_seconds(max_detect_age, "--max-detect-age")
             started = _time.time()
             with conn.engine() as engine:
                 report = doctor(engine, DoctorOptions(conn.settings.namespace, data_age, detect_age, verify_since,

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         console = Console(quiet)
 
         def body() -> int:
-            from kaudit_elk.cli.detect import parse_time
+            from kaudit_elk.base.timeparse import parse_time
             from kaudit_elk.rules.exceptions import propose, render, silenced
             from kaudit_elk.rules.incidents import alert_time
 
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
                 from kaudit_elk.detect.tune import alerts_from_engine
 
                 now = datetime.now(timezone.utc)
-                start = parse_time(from_, "--from", now)  # type: ignore[arg-type]
+                start = parse_time(from_, "--from", now)
                 end = parse_time(to, "--to", now) if to else now
                 with conn.engine() as engine:
                     namespace = conn.settings.namespace

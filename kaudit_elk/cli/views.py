@@ -1,8 +1,7 @@
 """CLI: ``kaudit-elk dashboards export|import`` and ``kaudit-elk report``. Thin calls into dashboards/report."""
 
-import re
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -25,26 +24,14 @@ class ReportFormat(str, Enum):
     json = "json"
 
 
-_RELATIVE = re.compile(r"^now(?:-(\d+)([mhdw]))?$")
-
-
-def parse_when(text: Optional[str], now: Optional[datetime] = None) -> Optional[datetime]:
-    """``now``, ``now-7d`` (m, h, d, w) or an ISO8601 date/time (UTC when no offset) → aware datetime."""
+def parse_when(text: Optional[str], now: Optional[datetime] = None, option: str = "--from") -> Optional[datetime]:
+    """``now``, ``now-7d`` or an ISO8601 date/time (UTC when no offset) -> aware datetime; None when not given
+    (:func:`kaudit_elk.base.timeparse.parse_time`)."""
     if text is None or text == "":
         return None
-    now = now or datetime.now(timezone.utc)
-    m = _RELATIVE.match(text.strip())
-    if m:
-        if not m.group(1):
-            return now
-        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-        return now - timedelta(**{unit: int(m.group(1))})
-    from kaudit_elk.views.report import parse_time
+    from kaudit_elk.base.timeparse import parse_time
 
-    dt = parse_time(text if "T" in text else text + "T00:00:00Z")
-    if dt is None:
-        raise ConfigError(f"cannot read time {text!r}: use ISO8601 (2026-01-31, 2026-01-31T12:00:00Z) or now-7d")
-    return dt
+    return parse_time(text, option, now or datetime.now(timezone.utc))
 
 
 def _write(console: Console, text: str, out: Path | None) -> None:
@@ -159,7 +146,7 @@ def register(app: typer.Typer) -> None:
         def body() -> None:
             from kaudit_elk.views import report
 
-            start, end = parse_when(since), parse_when(until)
+            start, end = parse_when(since, option="--from"), parse_when(until, option="--to")
             if max_events < 1:
                 raise ConfigError(f"--max-events must be 1 or more, got {max_events}")
             alerts = report.alerts_from_file(alerts_file) if alerts_file else None

@@ -13,19 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from kaudit_elk.base.timeparse import duration_seconds
 from kaudit_elk.cluster.engine import Engine
 from kaudit_elk.cluster.templates import Names
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_age(text: str) -> float:
-    """'1d', '12h', '30m' -> seconds."""
-    try:
-        return float(text[:-1]) * _UNITS[text[-1]]
-    except (KeyError, ValueError, IndexError):
-        raise ValueError(f"age must look like 30m, 12h or 1d, got {text!r}") from None
-
 
 @dataclass(frozen=True)
 class BackingIndex:
@@ -82,7 +72,7 @@ def apply_retention(engine: Engine, namespace: str, retention_days: float, rollo
                     dry_run: bool = False, now: float | None = None) -> RetentionPlan:
     """Roll over and delete as planned; returns the plan (what was, or would be, done)."""
     stream = Names(namespace).stream
-    plan = plan_retention(observe(engine, stream), now or time.time(), retention_days * 86400, parse_age(rollover_age))
+    plan = plan_retention(observe(engine, stream), now or time.time(), retention_days * 86400, duration_seconds(rollover_age, "rollover age"))
     if dry_run:
         return plan
     if plan.rollover:

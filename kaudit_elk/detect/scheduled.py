@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Protocol
 import orjson
 
 from kaudit_elk.base.errors import KauditError
+from kaudit_elk.base.timeparse import parse_iso, setting_seconds
 from kaudit_elk.cluster.engine import Engine, EngineRequestError
 from kaudit_elk.cluster.namespace import require_bootstrapped
 from kaudit_elk.cluster.templates import Names
@@ -128,8 +129,7 @@ def _iso(t: datetime) -> str:
 
 
 def _parse(text: str) -> datetime:
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return parse_iso(text, "detect state position")
 
 
 def plan_windows(positions: dict[str, datetime | None], rule_ids: Iterable[str], now: datetime,
@@ -312,15 +312,7 @@ def notify(outputs: list[Output], alerts: list[Alert]) -> None:
 # -- the run ----------------------------------------------------------------------------------------
 def _seconds(value: Any) -> float | None:
     """An index setting's time value ('5s', '500ms', '1m') in seconds; None for -1 or unreadable."""
-    from kaudit_elk.cluster.retention import parse_age
-
-    text = str(value).strip()
-    if text.startswith("-"):
-        return None
-    try:
-        return parse_age(text[:-2] + "s") / 1000.0 if text.endswith("ms") else float(parse_age(text))
-    except ValueError:
-        return None
+    return setting_seconds(value)
 
 
 @dataclass(frozen=True)

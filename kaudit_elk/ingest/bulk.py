@@ -31,6 +31,7 @@ import orjson
 from kaudit_elk.events import fastpath
 from kaudit_elk.cluster.engine import Engine, EngineRequestError
 from kaudit_elk.base.errors import EngineError
+from kaudit_elk.base.timeparse import parse_iso
 from kaudit_elk.events.normalize import NormalizeError, NormalizeOptions, doc_id, normalize
 from kaudit_elk.base.files import open_private
 from kaudit_elk.events.checkpoint import Checkpoint, FileId
@@ -290,7 +291,7 @@ class Ingester:
             return set()
         cutoff = self._write_index_created + 300  # clock skew margin
         candidates = [it.doc_id for it in items
-                      if datetime.fromisoformat(it.timestamp.replace("Z", "+00:00")).timestamp() < cutoff]
+                      if parse_iso(it.timestamp, "@timestamp").timestamp() < cutoff]
         if not candidates:
             return set()
         body = self.engine.request("POST", f"/{self.stream}/_search", {

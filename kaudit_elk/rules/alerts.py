@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import orjson
 
+from kaudit_elk.base.timeparse import epoch
 from kaudit_elk.base.vocab import SEVERITIES as SEVERITIES  # re-exported (alerts.SEVERITIES)
 from kaudit_elk.events.normalize import client_ip
 from kaudit_elk.rules.response import notes_for
@@ -30,15 +31,9 @@ def severity_rank(level: str) -> int:
 def event_time(event: Mapping[str, Any]) -> float | None:
     """Event time in epoch seconds (requestReceivedTimestamp, else stageTimestamp, else legacy timestamp)."""
     for key in _TIME_FIELDS:
-        v = event.get(key)
-        if isinstance(v, str) and v:
-            try:
-                dt = datetime.fromisoformat(v)
-            except ValueError:
-                continue
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
-            return dt.timestamp()
+        t = epoch(event.get(key))
+        if t is not None:
+            return t
     return None
 
 

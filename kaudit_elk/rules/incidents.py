@@ -37,9 +37,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
+from kaudit_elk.base.timeparse import epoch
 from kaudit_elk.base.vocab import SEVERITIES
 from kaudit_elk.rules.alerts import iso, severity_rank
 
@@ -90,13 +90,7 @@ class OpenIncident:
 
 
 def _epoch(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return epoch(value)
 
 
 def alert_time(alert: Mapping[str, Any]) -> float:

@@ -8,7 +8,6 @@ query compiler see the same rules.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -21,13 +20,12 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
 
 from kaudit_elk.base.errors import ContentError
+from kaudit_elk.base.timeparse import parse_timespan
 from kaudit_elk.base.vocab import EVENT_AUDIT_LEVELS, SEVERITIES
 from kaudit_elk.rules.evaluator import Predicate, compile_rule
 
 KINDS = ("single", "new_terms", "correlation")
 RULE_SUFFIXES = (".yml", ".yaml")
-_SPAN = re.compile(r"^(\d+)([smhdwMy])$")
-_SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +136,6 @@ def rule_files(dirs: Iterable[str | Path]) -> list[Path]:
         else:
             raise ContentError(f"{p}: no such rule file or folder")
     return out
-
-
-def parse_timespan(spec: str) -> int:
-    """'5m' -> 300 (Sigma timespan syntax)."""
-    m = _SPAN.match(str(spec).strip())
-    if not m:
-        raise ValueError(f"bad timespan {spec!r} (expected e.g. 30s, 5m, 1h, 7d)")
-    return int(m.group(1)) * _SPAN_SECONDS[m.group(2)]
 
 
 def _parse_file(path: Path) -> tuple[list[Any], list[Issue]]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from kaudit_elk.base.errors import ConfigError
+from kaudit_elk.base.timeparse import parse_iso
 from kaudit_elk.cluster.engine import Engine, EngineRequestError
 from kaudit_elk.cluster.integrity import integrity_index
 from kaudit_elk.cluster.templates import Names
@@ -157,7 +157,7 @@ def archive(engine: Engine, namespace: str, repository: str = DEFAULT_REPOSITORY
 def _epoch(text: str | None) -> float | None:
     if not text:
         return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).timestamp()
+    return parse_iso(text, "archive time").timestamp()
 
 
 def archive_verify(engine: Engine, namespace: str, snapshot: str, repository: str = DEFAULT_REPOSITORY) -> VerifyReport:

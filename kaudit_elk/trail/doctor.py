@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from kaudit_elk import __version__
 from kaudit_elk.base.errors import KauditError
+from kaudit_elk.base.timeparse import parse_iso
 from kaudit_elk.cluster.bootstrap import installed_version, observe_one
 from kaudit_elk.cluster.engine import Engine, EngineRequestError
 from kaudit_elk.cluster.integrity import integrity_index
@@ -60,7 +60,7 @@ class DoctorReport:
 def _age(text: str | None, now: float) -> float | None:
     if not text:
         return None
-    return now - datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(timezone.utc).timestamp()
+    return now - parse_iso(str(text), "stored time").timestamp()
 
 
 def _human(seconds: float) -> str:

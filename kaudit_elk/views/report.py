@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
+from kaudit_elk.base.timeparse import iso_time
 from kaudit_elk.base.vocab import AUDIT_LEVELS, SEVERITIES, WRITE_VERBS
 from kaudit_elk.rules.response import notes_for
 
@@ -90,23 +91,6 @@ def get(doc: Mapping[str, Any], dotted: str) -> Any:
             return None
         cur = cur[part]
     return cur
-
-
-def parse_time(value: Any) -> datetime | None:
-    """ISO8601 text (``Z`` or offset, any fraction length) → aware datetime; None when unparsable."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace("Z", "+00:00")
-    if "." in text:  # Python < 3.11 compat and >6 fraction digits
-        head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        tz = rest[len(digits):]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -180,7 +164,7 @@ def _floor(dt: datetime, unit: str) -> datetime:
 
 def _row(doc: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     return {
-        "time": _iso(parse_time(doc.get("@timestamp"))),
+        "time": _iso(iso_time(doc.get("@timestamp"))),
         "user": get(doc, "user.name"),
         "as_user": get(doc, "user.effective.name"),
         "verb": get(doc, "event.action") or _audit(doc, "verb"),
@@ -303,7 +287,7 @@ def compute(
     docs: list[Mapping[str, Any]] = []
     undated = 0
     for doc in documents:
-        ts = parse_time(doc.get("@timestamp"))
+        ts = iso_time(doc.get("@timestamp"))
         if ts is None:
             if start or end:
                 continue
@@ -312,7 +296,7 @@ def compute(
             continue
         docs.append(doc)
     reqs = requests_of(docs)
-    times = [t for d in reqs if (t := parse_time(d.get("@timestamp")))]
+    times = [t for d in reqs if (t := iso_time(d.get("@timestamp")))]
     p_start = start or (min(times) if times else None)
     p_end = end or (max(times) if times else None)
 
@@ -325,7 +309,7 @@ def compute(
     unit, step = timeline_unit(p_start, p_end) if p_start and p_end else ("day", timedelta(days=1))
     buckets: dict[datetime, Counter[Any]] = defaultdict(Counter)
     for d in reqs:
-        ts = parse_time(d.get("@timestamp"))
+        ts = iso_time(d.get("@timestamp"))
         if ts:
             o = get(d, "event.outcome")
             buckets[_floor(ts, unit)][o if o in ("success", "failure") else "unknown"] += 1
@@ -364,7 +348,7 @@ def compute(
     # alerts
     alert_list = []
     for a in alerts:
-        ts = parse_time(a.get("@timestamp"))
+        ts = iso_time(a.get("@timestamp"))
         if (start or end) and (ts is None or (start and ts < start) or (end and ts >= end)):
             continue
         alert_list.append(a)
@@ -377,7 +361,7 @@ def compute(
         rule_sev[key] = str(get(a, "kaudit.alert.severity") or get(a, "rule.level") or "unknown").lower()
     sev_order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     alerts_latest = _newest_first([{
-        "time": _iso(parse_time(a.get("@timestamp"))), "severity": rule_sev.get((str(get(a, "rule.id") or ""), str(get(a, "rule.name") or get(a, "rule.id") or "(unnamed rule)"))),
+        "time": _iso(iso_time(a.get("@timestamp"))), "severity": rule_sev.get((str(get(a, "rule.id") or ""), str(get(a, "rule.name") or get(a, "rule.id") or "(unnamed rule)"))),
         "rule": get(a, "rule.name") or get(a, "rule.id"), "user": get(a, "user.name"),
         "source_ip": get(a, "source.ip"), "events": len(get(a, "kaudit.alert.audit_ids") or []) or get(a, "kaudit.alert.count"),
     } for a in alert_list])[:LIST_LIMIT]
@@ -512,7 +496,7 @@ def coverage_note(read: int, total: int, docs: Sequence[Mapping[str, Any]]) -> s
     """What a cluster report covers when the period holds more events than were read (None: everything)."""
     if total <= read:
         return None
-    times = [t for d in docs if (t := parse_time(d.get("@timestamp")))]
+    times = [t for d in docs if (t := iso_time(d.get("@timestamp")))]
     since = f" (from {_iso(min(times))})" if times else ""
     return (f"this report covers the newest {read:,} of the {total:,} events in the period{since}: older events "
             "are not in its tables and charts; narrow --from/--to or raise --max-events to cover them all")
