@@ -53,7 +53,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
-import ijson  # type: ignore[import-untyped]
+import ijson
 import orjson
 
 from kaudit_elk.base.errors import EngineError
