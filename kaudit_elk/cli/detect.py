@@ -49,7 +49,7 @@ class StepPrinter:
         rate = p.events / p.elapsed if p.elapsed > 0 else 0.0
         eta = "" if final or p.eta is None else f", about {_duration(p.eta)} left"
         line = (f"detect: step {p.step}/{p.steps} up to {p.window[1]:%Y-%m-%d %H:%M:%S}: {p.events:,} events "
-                f"({rate:,.0f}/s), {p.matched:,} matched, {p.new_alerts} new alert(s){eta}")
+                f"({rate:,.0f}/s), {p.matched:,} candidates checked, {p.new_alerts} new alert(s){eta}")
         if self.tty:
             self.console.err.write("\r" + line + ("\n" if final else "\x1b[K"))
             self.console.err.flush()
@@ -157,7 +157,7 @@ def register(app: typer.Typer) -> None:
                 span = (f"{result.windows[0][0]:%Y-%m-%d %H:%M:%S} .. {result.windows[-1][1]:%Y-%m-%d %H:%M:%S} UTC "
                         f"in {len(result.windows)} step(s)") if result.windows else "nothing new to search"
                 console.info(f"detect: {len(pack.rules)} rules, {span}: {result.events:,} events, {result.matched:,} "
-                             f"matched, {len(result.new_alerts)} new alert(s) ({result.notified} sent), "
+                             f"candidates checked, {len(result.new_alerts)} new alert(s) ({result.notified} sent), "
                              f"{result.known_alerts} already known, {result.renotified} re-sent, "
                              f"{len(result.incidents)} incident(s) new or escalated")
                 if not loop:
