@@ -16,6 +16,7 @@ fn main() {
         exec_subresources: s(&["attach", "exec"]), iam_resources: s(&["clusterroles", "roles", "serviceaccounts"]),
         write_verbs: s(&["create", "delete", "patch", "update"]), verb_types: vec![("create".into(), "creation".into())],
         service_resources: s(&["services"]), pod_markers: s(&["containers", "initContainers", "ephemeralContainers", "volumes", "hostNetwork", "hostPID", "hostIPC"]),
+        body_copies: s(&["request", "response"]),
     };
     let n = 100_000;
     let (mut tp, mut tn) = (f64::MAX, f64::MAX);
