@@ -173,24 +173,24 @@ def stream_constants(namespace: str) -> dict[str, str]:
             "data_stream.namespace": namespace}
 
 
-def _keyword_objects(properties: dict[str, Any]) -> None:
-    """Objects with open key sets (annotations, user.extra) take new keys dynamically, as keywords."""
-    for dotted in fieldspec.KEYWORD_OBJECTS:
+def _object_nodes(properties: dict[str, Any], paths: Any, dynamic: bool) -> None:
+    """Make each dotted path of ``paths`` an ``object`` node with the given ``dynamic`` setting."""
+    for dotted in paths:
         node: dict[str, Any] = {"properties": properties}
         for part in dotted.split("."):
             node = node["properties"].setdefault(part, {"properties": {}})
         node["type"] = "object"
-        node["dynamic"] = True
+        node["dynamic"] = dynamic
+
+
+def _keyword_objects(properties: dict[str, Any]) -> None:
+    """Objects with open key sets (annotations, user.extra) take new keys dynamically, as keywords."""
+    _object_nodes(properties, fieldspec.KEYWORD_OBJECTS, True)
 
 
 def _closed_bodies(properties: dict[str, Any]) -> None:
     """The raw bodies are objects that index only Elastic's typed paths (the rest stays in ``_source``)."""
-    for dotted in fieldspec.ELASTIC_BODY_ROOTS:
-        node: dict[str, Any] = {"properties": properties}
-        for part in dotted.split("."):
-            node = node["properties"].setdefault(part, {"properties": {}})
-        node["type"] = "object"
-        node["dynamic"] = False
+    _object_nodes(properties, fieldspec.ELASTIC_BODY_ROOTS, False)
 
 
 def _meta(kind: str) -> dict[str, Any]:
