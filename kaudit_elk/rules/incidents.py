@@ -41,7 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from kaudit_elk.base.timeparse import epoch
 from kaudit_elk.base.vocab import SEVERITIES
-from kaudit_elk.rules.alerts import iso, severity_rank
+from kaudit_elk.rules.alerts import NODE_PREFIX, credential_node, iso, severity_rank
 
 Alert = dict[str, Any]
 Incident = dict[str, Any]
@@ -61,7 +61,6 @@ MAX_ALERT_IDS = 500
 INTERNAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10",
     "::1/128", "fc00::/7", "fe80::/10"))
-NODE_PREFIX = "system:node:"
 WORKLOAD_PREFIXES = ("system:serviceaccount:", NODE_PREFIX)
 
 
@@ -132,8 +131,7 @@ def alert_node(alert: Mapping[str, Any]) -> str | None:
     node = alert.get("kaudit", {}).get("alert", {}).get("node")
     if isinstance(node, str) and node:
         return node
-    user = str((alert.get("user") or {}).get("name") or "")
-    return user[len(NODE_PREFIX):] if user.startswith(NODE_PREFIX) and len(user) > len(NODE_PREFIX) else None
+    return credential_node({"username": (alert.get("user") or {}).get("name")})
 
 
 def node_linked(identity: str | None, node: str | None, other_identity: str | None, other_node: str | None) -> bool:
