@@ -15,7 +15,9 @@ The Python API mirrors the CLI: each command is one call into a function or modu
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import Any
 
 __version__ = "0.1.0"
@@ -71,16 +73,50 @@ _API: dict[str, tuple[str, str | None]] = {
 __all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module, attr = _API[name]
-    except KeyError:
-        raise AttributeError(f"module 'kaudit_elk' has no attribute {name!r}") from None
+def _resolve(name: str) -> Any:
+    module, attr = _API[name]
     mod = import_module(module)
-    value = mod if attr is None else getattr(mod, attr)
+    return mod if attr is None else getattr(mod, attr)
+
+
+class _CallablePackage(ModuleType):
+    """A subpackage that shares its name with an API function (``kaudit_elk.detect``, ``kaudit_elk.ingest``):
+    calling it calls the function, so ``k.detect(...)`` works whichever of the two ``k.detect`` is."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _resolve(self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> Any:
+        import inspect
+
+        return inspect.signature(_resolve(self.__name__.rpartition(".")[2]))
+
+
+class _Package(ModuleType):
+    """``kaudit_elk`` itself. Importing a subpackage binds it here under its name, over the API function of
+    the same name (``k.scan`` imports ``kaudit_elk.detect.scan``, after which ``k.detect`` was the
+    subpackage, "not callable"): such a subpackage is made callable as the function as it is bound."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}" and _API.get(name, ("", None))[1]:
+            value.__class__ = _CallablePackage
+        super().__setattr__(name, value)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'kaudit_elk' has no attribute {name!r}")
+    value = _resolve(name)
+    bound = globals().get(name)  # the import just bound a subpackage of that name (callable as the function)
+    if isinstance(bound, _CallablePackage):
+        return bound
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+sys.modules[__name__].__class__ = _Package
