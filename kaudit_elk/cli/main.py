@@ -380,14 +380,27 @@ def _register() -> None:
 
 
 #: Metavars shown in --help instead of Typer's Python type names (``<str>``, ``<bool>``).
-_METAVARS = {"<str>": "TEXT", "<int>": "INTEGER", "<float>": "NUMBER", "<Path>": "PATH", "<list[str]>": "TEXT"}
+_METAVARS = {"<str>": "TEXT", "<int>": "INTEGER", "<float>": "NUMBER", "<Path>": "PATH", "<path>": "PATH",
+             "<list[str]>": "TEXT", "<list[Path]>": "PATH"}
+
+
+def _no_type(ctx: Any) -> None:
+    return None
 
 
 def tidy_help(command: Any) -> None:
-    """Flags show no value placeholder in --help; other options a conventional one (TEXT, NUMBER)."""
+    """Flags show no value placeholder in --help; other options a conventional one (TEXT, NUMBER); arguments
+    their name only (``paths...``, not ``paths... <list[str]>``)."""
     for param in getattr(command, "params", []):
+        if getattr(param, "param_type_name", "") == "argument":
+            try:  # an argument's metavar would replace its name, so its type label goes instead
+                if param.display_type_rich(None) in _METAVARS:
+                    param.display_type_rich = _no_type
+            except Exception:  # noqa: BLE001 - a help nicety, never fatal
+                pass
+            continue
         if getattr(param, "param_type_name", "") != "option":
-            continue  # an argument's metavar would replace its name
+            continue
         if param.is_flag or param.secondary_opts:
             param.metavar = ""
         elif param.metavar is None:

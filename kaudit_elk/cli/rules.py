@@ -34,7 +34,7 @@ class Severity(str, Enum):
     critical = "critical"
 
 
-RulesDirOpt = Annotated[list[Path], typer.Option("--rules-dir", help="Extra rule folder (repeatable), added to the shipped pack")]
+RulesDirOpt = Annotated[list[Path], typer.Option("--rules-dir", metavar="DIR", help="Extra rule folder (repeatable), added to the shipped pack")]
 DisableOpt = Annotated[list[str], typer.Option("--disable", help="Rule id or name to disable (repeatable)")]
 SevOpt = Annotated[list[str], typer.Option("--severity-override", help="ID=LEVEL (repeatable)")]
 ExcOpt = Annotated[Optional[Path], typer.Option("--exceptions", help="Tuning YAML: exceptions, placeholders, disable, severity")]
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         severity_override: SevOpt = [],  # noqa: B006
         exceptions: ExcOpt = None,
         no_default_rules: NoPackOpt = False,
-        history: Annotated[list[str], typer.Option("--history", help="Files read first to prime new-terms rules (no alerts)")] = [],  # noqa: B006
+        history: Annotated[list[str], typer.Option("--history", metavar="FILE", help="History file (repeatable), read first to prime the new-terms rules and the baselines (no alerts)")] = [],  # noqa: B006
         min_severity: Annotated[Severity, typer.Option("--min-severity", help="Hide alerts below this severity")] = Severity.low,
         fmt: Annotated[TableOrNdjson, typer.Option("--format", help="table (people) or ndjson (one alert per line)")] = TableOrNdjson.table,
         fail_on: Annotated[Optional[Severity], typer.Option("--fail-on", help=f"Exit {EXIT_ALERTS} if any alert is at or above this severity")] = None,

@@ -22,7 +22,6 @@ from typing import Any, Iterator
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -148,19 +147,37 @@ def test_every_long_option_is_documented_where_its_command_is() -> None:
     )
 
 
+@cache
+def _shipped_root() -> Any:
+    """The command tree as ``kaudit-elk`` runs it: with main()'s help tidying (metavars, no type names)."""
+    from kaudit_elk.cli.main import tidy_help
+
+    root = _root()
+    tidy_help(root)
+    return root
+
+
 def _help(path: tuple[str, ...]) -> str:
-    result = CliRunner().invoke(_app(), [*path, "--help"], terminal_width=200,
-                                env={"COLUMNS": "200", "NO_COLOR": "1"})
-    assert result.exit_code == 0, result.output
-    return result.output
+    import io
+    import os
+    from contextlib import redirect_stdout
+    from unittest import mock
+
+    out = io.StringIO()
+    with redirect_stdout(out), mock.patch.dict(os.environ, {"COLUMNS": "200", "NO_COLOR": "1"}):
+        code = _shipped_root().main([*path, "--help"], prog_name="kaudit-elk", standalone_mode=False)
+    assert code in (0, None), out.getvalue()
+    return out.getvalue()
 
 
 @pytest.mark.parametrize("path", [p for p, _ in _commands()], ids=lambda p: " ".join(p))
-def test_help_shows_each_options_full_help_and_no_bool_placeholder(path: tuple[str, ...]) -> None:
+def test_help_shows_each_options_full_help_and_no_python_type_placeholder(path: tuple[str, ...]) -> None:
     text = _help(path)
     problems = []
     if "<bool>" in text:
         problems.append("a flag shows a <bool> placeholder")
+    for placeholder in sorted(set(re.findall(r"<(?:str|int|float|path|Path|list\[\w+\])>", text))):
+        problems.append(f"a Python type name {placeholder} stands for a value (give TEXT, PATH, DIR ...)")
     flat = "".join(text.split())  # wrapping may break anywhere there is a space or hyphen
     cmd = dict(_commands())[path]
     for p in cmd.params:
@@ -171,3 +188,50 @@ def test_help_shows_each_options_full_help_and_no_bool_placeholder(path: tuple[s
             if "".join(part.split()) not in flat:
                 problems.append(f"{p.opts[0]}'s help loses {part}")
     assert not problems, f"kaudit-elk {' '.join(path)} --help:\n" + "\n".join(problems)
+
+
+def _shown(value: Any) -> str:
+    """A default as the README writes it: ``4.0`` -> ``4``, an Enum by its value."""
+    value = getattr(value, "value", value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _given_values(row: str, option: str) -> list[str]:
+    """The values a Commands-table row writes after ``option`` in one code span: `--overlap 5m`,
+    `list --format table\\|json` -> ["5m"], ["table|json"]."""
+    spans = re.findall(r"`([^`]+)`", row.replace("\\|", "|"))
+    return [m.group(1) for span in spans
+            for m in re.finditer(rf"(?<![\w-]){re.escape(option)} ([^\s`\[]+)", span)]
+
+
+def test_the_commands_table_gives_each_options_default_and_choices() -> None:
+    """A value the table writes after an option (`--min-severity medium`, `--batch-mb 4`) is its default, and a
+    list of values (`--notify alerts|incidents|both`) is exactly its choices; placeholders (`FILE`, `SEV`) and
+    examples of options without a default (`--from now-14d`) are not compared."""
+    _, rows = _commands_section()
+    wrong, compared = [], 0
+    for path, cmd in _commands():
+        row = rows.get(path[0], [""])[0]
+        for p in cmd.params:
+            if getattr(p, "param_type_name", "") != "option" or getattr(p, "hidden", False):
+                continue
+            kind = getattr(p, "type_descriptor", None) or getattr(p, "type", None)  # Typer 0.29 / older (click)
+            choices = [_shown(c) for c in getattr(kind, "choices", None) or []]
+            for option in [o for o in p.opts if o.startswith("--") and o != "--output"]:  # `--output json`: the mode
+                for value in _given_values(row, option):
+                    if "|" in value:
+                        if choices and sorted(value.split("|")) != sorted(choices):
+                            wrong.append(f"kaudit-elk {' '.join(path)} {option}: README lists {value}, "
+                                         f"the CLI takes {'|'.join(choices)}")
+                        compared += 1
+                    elif re.fullmatch(r"[A-Z][A-Z_=]*", value) or p.default in (None, False, (), []):
+                        continue  # a placeholder, or an example value of an option without a default
+                    elif value != _shown(p.default):
+                        wrong.append(f"kaudit-elk {' '.join(path)} {option}: README says {value}, "
+                                     f"the default is {_shown(p.default)}")
+                    else:
+                        compared += 1
+    assert compared > 40, compared  # guards the parsing: the table gives dozens of defaults
+    assert not wrong, "README Commands table disagrees with the CLI:\n" + "\n".join(wrong)
