@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -28,6 +28,9 @@ class FailOn(str, Enum):
 
 
 RepoOpt = Annotated[str, typer.Option("--repository", help="Snapshot repository (registered in the cluster, or created with --fs-location)")]
+#: ``archive list|verify`` take the group's options after the sub-command too (None: as given before it)
+SubRepoOpt = Annotated[Optional[str], typer.Option("--repository", help="Snapshot repository (default: as given before the sub-command, else kaudit-archive)")]  # noqa: UP045
+SubOutputOpt = Annotated[Optional[OutputFormat], typer.Option("--output", "-o", help="Output format")]  # noqa: UP045
 _MARK = {"ok": "ok", "reduced": "reduced", "degraded": "DEGRADED", "blind": "BLIND", "withheld": "withheld"}
 
 
@@ -37,6 +40,27 @@ def _write_private(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def _archive_options(group: dict[str, Any], repository: str | None, conn: Connection, output: OutputFormat | None,
+                     quiet: bool) -> dict[str, Any]:
+    """``archive``'s options (given before the sub-command) with those given after it on top."""
+    from dataclasses import fields, replace
+
+    given = {f.name: getattr(conn, f.name) for f in fields(conn) if getattr(conn, f.name) is not None}
+    return {"repository": repository or group["repository"], "conn": replace(group["conn"], **given),
+            "output": output or group["output"], "quiet": quiet or group["quiet"]}
+
+
+def _check_times(values: dict[str, str]) -> None:
+    """Refuse a bad time before any request (exit 2 naming the option), not as the engine's HTTP 400."""
+    from datetime import datetime, timezone
+
+    from kaudit_elk.base.timeparse import parse_time
+
+    now = datetime.now(timezone.utc)
+    for option, value in values.items():
+        parse_time(value, option, now)
 
 
 def register(app: typer.Typer) -> None:
@@ -76,7 +100,7 @@ def register(app: typer.Typer) -> None:
     @connection_options()
     def check_cmd(
         policy_file: Annotated[str, typer.Argument(help="The audit Policy YAML (as given to --audit-policy-file)")],
-        fail_on: Annotated[FailOn, typer.Option("--fail-on", help=f"Exit {EXIT_FINDINGS} when a rule is blind (default) or also degraded; policy rules that write secret values always fail")] = FailOn.blind,
+        fail_on: Annotated[FailOn, typer.Option("--fail-on", help=f"Exit {EXIT_FINDINGS} on: blind (a blind rule; the default), degraded (a blind or degraded rule), never (no rule status); a policy rule that writes secret values always fails")] = FailOn.blind,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every rule, also those that are ok")] = False,
         from_cluster: Annotated[bool, typer.Option("--from-cluster", help="Also compare with the levels and stages stored in the cluster")] = False,
         since: Annotated[str, typer.Option("--since", help="--from-cluster: start of the range (ISO or now-24h)")] = "now-24h",
@@ -107,6 +131,7 @@ def register(app: typer.Typer) -> None:
             if from_cluster:
                 from kaudit_elk.trail.observed import compare, fetch
 
+                _check_times({"--since": since})
                 with conn.engine() as engine:
                     seen = fetch(engine, conn.settings.namespace, since)
                 observed = (seen, compare(seen, needs))
@@ -172,6 +197,7 @@ def register(app: typer.Typer) -> None:
         def body() -> int:
             from kaudit_elk.trail.verify import verify
 
+            _check_times({"--since": since, "--until": until})
             with conn.engine() as engine:
                 report = verify(engine, conn.settings.namespace, since, until)
             if output is OutputFormat.json:
@@ -197,7 +223,7 @@ def register(app: typer.Typer) -> None:
                              f"{report.stored} stored in range: {report.modified} modified, {report.deleted} deleted, "
                              f"{len(report.inserted)} inserted outside the chain, "
                              f"{sum(1 for r in report.bad_links if r.problems)} bad link(s)"
-                             + ("" if not report.ok else " — clean"))
+                             + (" — clean" if report.ok and not report.notes else ""))
             return 0 if report.ok and not report.notes else EXIT_FINDINGS
 
         run_exit(console, body)
@@ -245,15 +271,22 @@ def register(app: typer.Typer) -> None:
                              f"documents, {s.min_ts} .. {s.max_ts}")
             for name in result.deleted:
                 console.data(f"{'would delete' if dry_run else 'deleted'} {name} (past {keep:g} days)")
-            console.info(f"{len(result.created)} period(s) archived, {len(result.already)} archived before, "
+            console.info(f"{len(result.created)} period(s) {'to archive' if dry_run else 'archived'}, {len(result.already)} archived before, "
                          f"open: {result.open_index or 'none'}")
 
         run(console, body)
 
     @archive_app.command("list")
-    def archive_list(ctx: typer.Context) -> None:
+    @connection_options()
+    def archive_list(
+        ctx: typer.Context,
+        repository: SubRepoOpt = None,
+        conn: Connection = NO_FLAGS,
+        output: SubOutputOpt = None,
+        quiet: QuietOpt = False,
+    ) -> None:
         """The snapshots of this namespace with their periods."""
-        o = ctx.obj
+        o = _archive_options(ctx.obj, repository, conn, output, quiet)
         console = Console(o["quiet"])
 
         def body() -> None:
@@ -266,16 +299,23 @@ def register(app: typer.Typer) -> None:
                 return
             for s in snaps:
                 console.data(f"{s.name:60} {s.state:8} {s.docs:>9} docs  {s.min_ts} .. {s.max_ts}")
+            if not snaps:
+                console.info(f"no snapshots of namespace {o['conn'].settings.namespace} in repository {o['repository']}")
 
         run(console, body)
 
     @archive_app.command("verify")
+    @connection_options()
     def archive_verify_cmd(
         ctx: typer.Context,
         snapshots: Annotated[Optional[list[str]], typer.Argument(help="Snapshot names (default: every snapshot of the namespace)")] = None,
+        repository: SubRepoOpt = None,
+        conn: Connection = NO_FLAGS,
+        output: SubOutputOpt = None,
+        quiet: QuietOpt = False,
     ) -> None:
         """Restore snapshots into scratch indices, run verify on each copy, delete the copies."""
-        o = ctx.obj
+        o = _archive_options(ctx.obj, repository, conn, output, quiet)
         console = Console(o["quiet"])
 
         def body() -> int:
@@ -321,6 +361,7 @@ def register(app: typer.Typer) -> None:
             from kaudit_elk.trail.doctor import DoctorOptions, doctor
             from kaudit_elk.trail import metrics
 
+            _check_times({"--verify-since": verify_since})
             data_age = duration_seconds(max_data_age, "--max-data-age")
             detect_age = duration_seconds(max_detect_age, "--max-detect-age")
             started = _time.time()

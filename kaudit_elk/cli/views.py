@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
     def export(
         flavor: Annotated[UiFlavor, typer.Option("--flavor", help="Which UI the NDJSON is for")],
         out: Annotated[Optional[Path], typer.Option("--out", help="Write to FILE instead of stdout")] = None,
-        namespace: Annotated[str, typer.Option("--namespace", help="Data stream namespace in index patterns ('*' = all)")] = "kaudit",
+        namespace: Annotated[str, typer.Option("--namespace", envvar="KAUDIT_NAMESPACE", help="Data stream namespace in index patterns ('*' = all)")] = "kaudit",
         quiet: base.QuietOpt = False,
     ) -> None:
         """Print the saved objects (index patterns, searches, visualizations, dashboards) as NDJSON."""
@@ -77,14 +77,14 @@ def register(app: typer.Typer) -> None:
     def import_(
         kibana_url: Annotated[Optional[str], typer.Option("--kibana-url", envvar="KAUDIT_KIBANA_URL", help="Kibana base URL")] = None,
         dashboards_url: Annotated[Optional[str], typer.Option("--dashboards-url", envvar="KAUDIT_DASHBOARDS_URL", help="OpenSearch Dashboards base URL")] = None,
-        namespace: Annotated[str, typer.Option("--namespace", help="Data stream namespace in index patterns ('*' = all)")] = "kaudit",
+        namespace: Annotated[str, typer.Option("--namespace", envvar="KAUDIT_NAMESPACE", help="Data stream namespace in index patterns ('*' = all)")] = "kaudit",
         space: Annotated[Optional[str], typer.Option("--space", help="Kibana space (default space when omitted)")] = None,
         tenant: Annotated[Optional[str], typer.Option("--tenant", help="OpenSearch Security tenant")] = None,
         username: Annotated[Optional[str], typer.Option("--username", "-u", envvar="KAUDIT_USERNAME", help="Basic auth user")] = None,
         password: Annotated[Optional[str], typer.Option("--password", envvar="KAUDIT_PASSWORD", help="Basic auth password")] = None,
         api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="KAUDIT_API_KEY", help="API key (base64 id:key)")] = None,
         ca_certs: Annotated[Optional[str], typer.Option("--ca-certs", envvar="KAUDIT_CA_CERTS", help="CA bundle for TLS")] = None,
-        verify_certs: Annotated[bool, typer.Option("--verify-certs/--no-verify-certs", help="Verify TLS certificates")] = True,
+        verify_certs: Annotated[bool, typer.Option("--verify-certs/--no-verify-certs", envvar="KAUDIT_VERIFY_CERTS", help="Verify TLS certificates")] = True,
         output: base.OutputOpt = base.OutputFormat.text,
         quiet: base.QuietOpt = False,
     ) -> None:
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         scan_files: Annotated[bool, typer.Option("--scan/--no-scan", help="Run the rule pack on the files for the alerts section")] = True,
         title: Annotated[str, typer.Option("--title", help="Report title")] = "Kubernetes audit report",
         conn: Connection = NO_FLAGS,
-        namespace: Annotated[Optional[str], typer.Option("--namespace", help="Data stream namespace (cluster mode)")] = None,
+        namespace: Annotated[Optional[str], typer.Option("--namespace", help="Data stream namespace, cluster mode [env KAUDIT_NAMESPACE; default kaudit]")] = None,
         max_events: Annotated[int, typer.Option("--max-events", help="Cluster mode: read at most this many events, the newest (the report says when it covers fewer than the period holds)")] = 100_000,
         quiet: base.QuietOpt = False,
     ) -> None:

@@ -271,6 +271,12 @@ def load_tuning(path: str | Path | None) -> dict[str, Any]:
     unknown = set(data) - {"exceptions", "placeholders", "disable", "severity"}
     if unknown:
         raise ContentError(f"{p}: unknown keys {sorted(unknown)} (known: exceptions, placeholders, disable, severity)")
+    shapes = {"exceptions": (list, "a list of {rule, match} entries"), "disable": (list, "a list of rule ids"),
+              "placeholders": (dict, "a mapping of placeholder name to values"),
+              "severity": (dict, "a mapping of rule id to level")}
+    for key, (kind, what) in shapes.items():
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise ContentError(f"{p}: '{key}' must be {what}, got {type(data[key]).__name__} {data[key]!r:.40}")
     return data
 
 

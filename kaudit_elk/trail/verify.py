@@ -193,8 +193,12 @@ def verify(engine: Engine, namespace: str, since: str = "now-24h", until: str = 
         elif len(found.get(hit["_id"], [])) > 1 and not any(x["id"] == hit["_id"] for x in report.inserted):
             report.inserted.append({"id": hit["_id"], "index": hit["_index"], "timestamp":
                                     (hit.get("_source") or {}).get("@timestamp"), "note": "a second copy of a chained id"})
-    if not links:
-        report.notes.append(f"no integrity links in {chain_index} for this range: nothing written by ingest/serve "
-                            "was chained here (or the integrity index was deleted)")
+    if not links:  # nothing vouches for the range: not "clean" (documents and links may both have been deleted)
+        report.notes.append(
+            f"no integrity link in {chain_index} covers a document of this range (event time, @timestamp): "
+            + ("nothing is stored in it either; widen --since/--until to where the events are"
+               if not report.stored else
+               "the stored documents were written without the chain (ingest --no-integrity, another shipper) "
+               "or the integrity index was deleted"))
     report.bad_links.sort(key=lambda r: (r.chain, r.seq))
     return report

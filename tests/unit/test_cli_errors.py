@@ -177,8 +177,43 @@ def test_help_shows_no_python_type_placeholders(command: list[str]) -> None:
     out = kaudit(*command, "--help", env={"COLUMNS": "200"})
     assert out.returncode == 0
     assert "<bool>" not in out.stdout and "<str>" not in out.stdout and "<float>" not in out.stdout
+    assert "<list[" not in out.stdout and "<path>" not in out.stdout
     if command == ["ingest"]:
         assert "--follow" in out.stdout and "--batch-mb" in out.stdout and "NUMBER" in out.stdout
+
+
+@pytest.mark.parametrize("args, option", [
+    (["verify", "--since", "yesterday"], "--since"),
+    (["verify", "--until", "tomorrow"], "--until"),
+    (["doctor", "--verify-since", "1h"], "--verify-since"),
+    (["policy", "check", "POLICY", "--from-cluster", "--since", "last-week"], "--since"),
+])
+def test_a_bad_time_is_a_usage_error_naming_the_option_before_any_request(args: list[str], option: str,
+                                                                           tmp_path) -> None:
+    """Not the engine's HTTP 400 (exit 3) after a request: nothing listens on port 9, so exit 2 proves no request."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n")
+    out = kaudit(*[str(policy) if a == "POLICY" else a for a in args], "--url", "http://127.0.0.1:9")
+    assert out.returncode == 2, out.stderr
+    assert f"error: {option}: expected ISO8601" in out.stderr and "unexpected" not in out.stderr
+
+
+@pytest.mark.parametrize("body, key", [("exceptions: 5\n", "exceptions"), ("disable: some-rule\n", "disable"),
+                                       ("severity: [a, b]\n", "severity"), ("placeholders: x\n", "placeholders")])
+def test_an_exceptions_file_of_the_wrong_shape_names_the_file_and_key(body: str, key: str, tmp_path) -> None:
+    tuning = tmp_path / "tuning.yml"
+    tuning.write_text(body)
+    out = kaudit("scan", "--exceptions", str(tuning))
+    assert out.returncode == 2, out.stderr
+    assert f"{tuning}: '{key}' must be" in out.stderr and "unexpected" not in out.stderr
+
+
+def test_archive_sub_commands_take_the_connection_options_after_them_too() -> None:
+    for args in (["archive", "list", "--url", "http://127.0.0.1:9"],
+                 ["archive", "verify", "--url", "http://127.0.0.1:9", "--repository", "r", "-o", "json"],
+                 ["archive", "--url", "http://127.0.0.1:9", "list"]):
+        out = kaudit(*args)
+        assert out.returncode == 3 and "127.0.0.1:9: cannot connect" in out.stderr, (args, out.stderr)
 
 
 def test_dry_run_diff_ignores_type_only_changes() -> None:
