@@ -193,17 +193,33 @@ def _hint(action: str) -> str:
     return ""
 
 
+def _security_request(engine: Any, method: str, path: str, body: Any = None, ignore: tuple[int, ...] = ()) -> Any:
+    """A security API request; an engine without that API (no OpenSearch Security plugin, Elasticsearch
+    security off) is a ConfigError saying so, not the engine's bare 'no handler found' 400."""
+    from kaudit_elk.base.errors import ConfigError
+    from kaudit_elk.cluster.engine import EngineRequestError
+
+    try:
+        return engine.request(method, path, body, ignore=ignore)
+    except EngineRequestError as exc:
+        if exc.status in (400, 404, 405) and "no handler found" in str(exc.body):
+            raise ConfigError(f"this cluster has no security API ({method} {path} is not served: the OpenSearch "
+                              "Security plugin is not installed, or Elasticsearch security is not enabled), so there "
+                              "are no roles or API keys to create; without it every client has every privilege") from None
+        raise
+
+
 def apply_roles(engine: Any, definitions: list[RoleDefinition]) -> list[tuple[str, str]]:
     """PUT each role (create or replace); returns (name, 'created' | 'updated')."""
     out: list[tuple[str, str]] = []
     for d in definitions:
-        existing = engine.request("GET", d.path, ignore=(404,))
-        engine.request("PUT", d.path, d.body)
+        existing = _security_request(engine, "GET", d.path, ignore=(404,))
+        _security_request(engine, "PUT", d.path, d.body)
         out.append((d.name, "updated" if existing else "created"))
     return out
 
 
 def create_api_key(engine: Any, definition: RoleDefinition, expiration: str | None = None) -> str:
     """Create an Elasticsearch API key limited to one role; returns its encoded form (id:key, base64)."""
-    body = engine.request("POST", "/_security/api_key", api_key_request(definition, expiration))
+    body = _security_request(engine, "POST", "/_security/api_key", api_key_request(definition, expiration))
     return str(body["encoded"])

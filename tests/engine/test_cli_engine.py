@@ -86,3 +86,25 @@ def test_ingest_cli_reports_dead_letters_with_exit_code_4(engine: Engine, tmp_pa
     assert missing.returncode == 2 and "nope.log" in missing.stderr
     down = kaudit("ingest", "--url", "http://127.0.0.1:9", str(path))
     assert down.returncode == 3 and "cannot connect" in down.stderr
+
+
+def test_create_roles_on_a_cluster_without_security_says_so(engine: Engine) -> None:
+    """The sandbox engines run without a security API (no OpenSearch Security plugin, x-pack security off):
+    --create-roles and --create-api-key stop with exit 2 saying that, not with the engine's 'no handler' 400."""
+    from kaudit_elk.cluster.engine import EngineRequestError
+
+    probe = "/_plugins/_security/api/roles" if engine.flavor == "opensearch" else "/_security/role"
+    try:
+        engine.request("GET", probe)
+        pytest.skip("this engine has a security API")
+    except EngineRequestError:
+        pass
+    ns = f"cli{uuid.uuid4().hex[:8]}"
+    runs = [["--create-roles", "--roles-only"]]
+    if engine.flavor == "elasticsearch":
+        runs.append(["--create-api-key", "writer", "--roles-only"])
+    for extra in runs:
+        out = kaudit("bootstrap", "--url", engine.settings.url, "--namespace", ns, *extra)
+        assert out.returncode == 2, out.stderr
+        assert "this cluster has no security API" in out.stderr and "no handler found" not in out.stderr
+        assert "unexpected" not in out.stderr and out.stdout == ""
