@@ -353,6 +353,9 @@ def retention(
         if engine.caps.lifecycle:
             console.warn(f"this cluster has {engine.caps.lifecycle.upper()}; the policy installed by bootstrap "
                          "already manages retention")
+        from kaudit_elk.cluster.namespace import require_known
+
+        require_known(engine, settings.namespace, "retention")
         plan = apply_retention(engine, settings.namespace, days, rollover_age, dry_run=dry_run)
         if output is OutputFormat.json:
             console.json({"dry_run": dry_run, "rollover": plan.rollover, "delete": plan.delete, "keep": plan.keep})

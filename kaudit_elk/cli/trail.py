@@ -52,6 +52,12 @@ def _archive_options(group: dict[str, Any], repository: str | None, conn: Connec
             "output": output or group["output"], "quiet": quiet or group["quiet"]}
 
 
+def _require_known(engine: Any, namespace: str, command: str) -> None:
+    from kaudit_elk.cluster.namespace import require_known
+
+    require_known(engine, namespace, command)
+
+
 def _check_times(values: dict[str, str]) -> None:
     """Refuse a bad time before any request (exit 2 naming the option), not as the engine's HTTP 400."""
     from datetime import datetime, timezone
@@ -199,6 +205,7 @@ def register(app: typer.Typer) -> None:
 
             _check_times({"--since": since, "--until": until})
             with conn.engine() as engine:
+                _require_known(engine, conn.settings.namespace, "verify")
                 report = verify(engine, conn.settings.namespace, since, until)
             if output is OutputFormat.json:
                 console.json(report.as_dict())
@@ -256,6 +263,7 @@ def register(app: typer.Typer) -> None:
             prof = arch.profile(profile) if profile else None
             keep = keep_days if keep_days is not None else (prof.retained_days if prof else None)
             with conn.engine() as engine:
+                _require_known(engine, conn.settings.namespace, "archive")
                 arch.ensure_repository(engine, repository, fs_location)
                 result = arch.archive(engine, conn.settings.namespace, repository, keep, dry_run)
             if prof:
@@ -323,6 +331,8 @@ def register(app: typer.Typer) -> None:
 
             namespace = o["conn"].settings.namespace
             with o["conn"].engine() as engine:
+                if not snapshots:  # a named snapshot may outlive its namespace; every snapshot of a typo is none
+                    _require_known(engine, namespace, "archive verify")
                 names = list(snapshots or [s.name for s in arch.list_snapshots(engine, o["repository"], namespace)])
                 results = [(name, arch.archive_verify(engine, namespace, name, o["repository"])) for name in names]
             if o["output"] is OutputFormat.json:

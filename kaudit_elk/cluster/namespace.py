@@ -156,6 +156,17 @@ def bootstrapped(engine: Engine, namespace: str) -> bool | None:
     return None if template is None and state is None else False
 
 
+def require_known(engine: Engine, namespace: str, command: str) -> None:
+    """Raise :class:`NotBootstrapped` (exit 2) when ``namespace`` was certainly never bootstrapped (a mistyped
+    ``--namespace``), so that ``retention``, ``archive`` and ``verify`` do not report nothing done as success.
+    A user who may read neither templates nor the state index is let through (the command then says what it finds)."""
+    if bootstrapped(engine, namespace) is False:
+        raise NotBootstrapped(
+            f"namespace {namespace!r} was never bootstrapped on this cluster (no index template "
+            f"{Names(namespace).audit_template}, no bootstrap record), so {command} has nothing to work on; check "
+            f"--namespace, or run `kaudit-elk bootstrap --namespace {namespace}` first")
+
+
 def _others(engine: Engine, path: str, key: str, prefix: str) -> list[str]:
     """Namespaces that do hold something here (a hint for a mistyped --namespace); [] when not allowed."""
     try:

@@ -108,3 +108,18 @@ def test_create_roles_on_a_cluster_without_security_says_so(engine: Engine) -> N
         assert out.returncode == 2, out.stderr
         assert "this cluster has no security API" in out.stderr and "no handler found" not in out.stderr
         assert "unexpected" not in out.stderr and out.stdout == ""
+
+
+def test_commands_on_a_mistyped_namespace_fail_instead_of_doing_nothing(engine: Engine) -> None:
+    """retention, archive and verify on a namespace never bootstrapped (a --namespace typo) exit 2 naming it,
+    instead of exit 0 with nothing rolled over or archived; a bootstrapped namespace with no events is fine."""
+    typo = f"typo{uuid.uuid4().hex[:8]}"
+    for args in (["retention"], ["retention", "--dry-run"], ["archive", "--dry-run"], ["archive", "verify"],
+                 ["verify"]):
+        out = kaudit(*args, "--url", engine.settings.url, "--namespace", typo)
+        assert out.returncode == 2, (args, out.stderr)
+        assert f"namespace {typo!r} was never bootstrapped" in out.stderr and out.stdout == "", (args, out.stderr)
+    ns = f"cli{uuid.uuid4().hex[:8]}"
+    assert kaudit("bootstrap", "--url", engine.settings.url, "--namespace", ns, "-q").returncode == 0
+    out = kaudit("retention", "--url", engine.settings.url, "--namespace", ns, "--dry-run")
+    assert out.returncode == 0 and "would not roll over" in out.stdout, out.stderr
