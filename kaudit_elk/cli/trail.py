@@ -188,7 +188,7 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     @connection_options()
     def verify_cmd(
-        since: Annotated[str, typer.Option("--since", help="Start of the range (ISO time or now-24h, now-7d)")] = "now-24h",
+        since: Annotated[str, typer.Option("--since", help="Start of the range of event times, @timestamp (ISO time or now-24h, now-7d)")] = "now-24h",
         until: Annotated[str, typer.Option("--until", help="End of the range")] = "now",
         conn: Connection = NO_FLAGS,
         output: OutputOpt = OutputFormat.text,

@@ -435,8 +435,11 @@ def _incident_rows(alerts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- I/O shells
 
 
-def documents_from_files(paths: Sequence[str]) -> tuple[list[dict[str, Any]], int, int]:
-    """Normalize every record of ``paths``: (documents, skipped non-audit records, unreadable records)."""
+def documents_from_files(
+    paths: Sequence[str], on_error: Callable[[str], None] | None = None
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Normalize every record of ``paths``: (documents, skipped non-audit records, unreadable records);
+    ``on_error`` hears each unreadable record as "file:line: reason"."""
     from kaudit_elk.events.normalize import normalize
     from kaudit_elk.events.sources import read_records
 
@@ -445,11 +448,15 @@ def documents_from_files(paths: Sequence[str]) -> tuple[list[dict[str, Any]], in
     for rec in read_records(list(paths)):
         if rec.error or rec.event is None:
             unreadable += 1
+            if on_error is not None:
+                on_error(f"{rec.source}:{rec.line}: {rec.error or 'no audit event'}")
             continue
         try:
             doc = normalize(rec.event)
-        except ValueError:
+        except ValueError as exc:
             unreadable += 1
+            if on_error is not None:
+                on_error(f"{rec.source}:{rec.line}: invalid event: {exc}")
             continue
         if doc is None:
             skipped += 1
@@ -763,9 +770,9 @@ def from_files(
 ) -> ReportData:
     """``kaudit-elk report FILES``: normalize the files; the alerts are ``alerts`` or, when None, what
     ``scan(paths, pack)`` finds with the shipped pack (``kaudit_elk.detect.scan.scan``; None: no alerts
-    section). ``warn`` hears why alerts were not computed."""
+    section). ``warn`` hears each unreadable record ("file:line: reason") and why alerts were not computed."""
     pack = _shipped_pack()
-    docs, skipped, unreadable = documents_from_files(paths)
+    docs, skipped, unreadable = documents_from_files(paths, on_error=warn)
     if alerts is None:
         alerts = []
         if scan is not None and pack is None:

@@ -257,3 +257,20 @@ def test_scan_table_has_a_header_row() -> None:
     out = kaudit("scan", "-q")
     first = out.stdout.splitlines()[0]
     assert first.startswith("TIME (UTC)") and "SEVERITY" in first and "RULE" in first
+
+
+def test_report_from_files_names_each_unreadable_line(tmp_path) -> None:
+    """Like scan and ingest, the report names file and line of what it could not read (its notes only counted)."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "detections" / "samples" / "sample-audit.log"
+    log = tmp_path / "audit.log"
+    good = sample.read_text().splitlines()[:3]
+    log.write_text("\n".join([good[0], '{"kind": "Event", "auditID": ', good[1], "garbage", good[2]]) + "\n")
+    out = kaudit("report", str(log), "--format", "json", "--no-scan")
+    assert out.returncode == 0, out.stderr
+    assert f"{log}:2: invalid JSON" in out.stderr and f"{log}:4: invalid JSON" in out.stderr
+    assert out.stderr.count("warning:") == 2
+    import json
+
+    assert json.loads(out.stdout)["summary"]["events"] == 3
