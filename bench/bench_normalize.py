@@ -13,6 +13,11 @@ to ``--events`` lines, and the pipelines are timed on it (best of ``--repeat``, 
 
 ratio = baseline time / pipeline time (1.0 = normalizing is free). Targets: >= 0.3 (Metadata),
 >= 0.5 (RequestResponse), judged on the default path (native when installed).
+
+The last line is the cost of the body shape check (``fieldspec.BODY_SHAPES``) on the Python path for bodies
+that fit, measured in the same run: ``normalize`` with the check / ``normalize`` with ``fit_body`` replaced
+by a no-op, on the RequestResponse lines (1.00 = free). The native path checks while it walks the body; its
+cost shows in the native ratio against an earlier build.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Callable
 import orjson
 
 from kaudit_elk.events import fastpath
+from kaudit_elk.events import normalize as normalize_module
 from kaudit_elk.events.envelopes import decode
 from kaudit_elk.events.fieldspec import ENVELOPE_KEY
 from kaudit_elk.events.normalize import DEFAULT, normalize
@@ -93,11 +99,34 @@ def main() -> None:
         for path, t in (("python", t_py), ("native", t_native)):
             if t is not None:
                 rows.append((level, path, len(base), len(lines), mean_bytes, len(lines) / t_base, len(lines) / t, t_base / t))
+        if level == "RequestResponse":
+            check_cost = _check_cost(lines, args.repeat)
     default = "native" if native is not None else "python"
     print(f"{'level':<16}{'path':<8}{'distinct':>9}{'events':>9}{'avg B':>8}{'loads ev/s':>13}{'path ev/s':>13}{'ratio':>7}{'target':>8}")
     for level, path, distinct, n, avg, base_rate, rate, ratio in rows:
         verdict = ("ok" if ratio >= TARGETS[level] else "MISS") if path == default else "-"
         print(f"{level:<16}{path:<8}{distinct:>9}{n:>9}{avg:>8.0f}{base_rate:>13,.0f}{rate:>13,.0f}{ratio:>7.2f}{TARGETS[level]:>6.1f} {verdict}")
+    print(f"body shape check, python, RequestResponse: time with / without the check = {check_cost:.3f}")
+
+
+def _check_cost(lines: list[bytes], repeat: int) -> float:
+    """Time of normalize with the body shape check / without it (fit_body a no-op), interleaved."""
+    loads, check = orjson.loads, normalize_module.fit_body
+    events = [loads(line) for line in lines]
+
+    def run() -> None:
+        for ev in events:
+            normalize(ev)
+
+    def without() -> None:
+        normalize_module.fit_body = lambda body, raw, removed: body  # type: ignore[assignment]
+        try:
+            run()
+        finally:
+            normalize_module.fit_body = check
+
+    t_with, t_without = best_of(repeat, run, without)
+    return t_with / t_without
 
 
 if __name__ == "__main__":

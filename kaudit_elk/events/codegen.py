@@ -12,7 +12,11 @@ straight-line function per execution, the paths unrolled into nested lookups tha
   values Python accepts but the native path does not reproduce (a bool where an int is expected, a
   non-string where a keyword is collected) decline the line, as the hand-written code did;
 * ``index_templates/audit-pipeline-pod-fields.painless``: ``Map podFields(List specs)``, prepended to
-  the server-side pipeline's normalize script.
+  the server-side pipeline's normalize script;
+* ``kaudit_elk/events/bodyfits.py``: from :data:`fieldspec.BODY_SHAPES`, one straight-line ``<raw>_fits(body)``
+  per raw body, the lean check :mod:`kaudit_elk.events.bodyshape` runs first (True only when every typed
+  path fits and no key of a mapped object is dotted, empty or blank; anything else takes the full walk).
+  The native path and the pipeline read the shape trees as data.
 
 The index template needs nothing generated: it maps :data:`fieldspec.TYPED_FIELDS`, which holds the rows'
 types. Pure functions render the files; :func:`main` is the thin shell that writes or checks them.
@@ -34,6 +38,7 @@ COMMAND = "python -m kaudit_elk.events.codegen"
 PYTHON_OUT = "kaudit_elk/events/podfields.py"
 RUST_OUT = "native/src/podfields.rs"
 PAINLESS_OUT = "index_templates/audit-pipeline-pod-fields.painless"
+BODYFITS_OUT = "kaudit_elk/events/bodyfits.py"
 _PREFIX = "kaudit.pod."
 _SCOPES = ("pod", "container")
 
@@ -340,10 +345,81 @@ def render_painless(rows: tuple[fs.TypedField, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- body shapes: the lean Python check -------------------------------------------------------
+_FITS_LEAF = {
+    "scalar": "type({v}) is not str and not _scalars({v})",
+    "boolean": "{v} is not True and {v} is not False",
+    "integer": "type({v}) is not int or not _LOW <= {v} <= _HIGH",
+    "flat": "type({v}) is not dict and not _objects({v})",
+}
+
+
+def _fits_object(keys: dict[str, object], var: str) -> list[str]:
+    """Lines checking the object ``var`` (a dict): its keys plain, each typed child fitting."""
+    out = [f"if not _known({var}) and not _learn({var}):", "    return False"]
+    for step, node in keys.items():
+        sub = _child(var, step)
+        out.append(f"{sub} = {var}.get({_q(step)})")
+        kind = node["kind"]  # type: ignore[index]
+        if kind == "object":
+            item = f"{sub}_i"
+            body = _fits_object(node["keys"], item)  # type: ignore[index]
+            out += [f"if {sub} is not None:",
+                    f"    for {item} in ({sub},) if type({sub}) is dict else {sub} if type({sub}) is list else _NOT:",
+                    f"        if type({item}) is not dict:", "            return False",
+                    *("        " + x for x in body)]
+        elif kind in _FITS_LEAF:
+            out += [f"if {sub} is not None and ({_FITS_LEAF[kind].format(v=sub)}):", "    return False"]
+        else:
+            raise SpecError(f"field spec BODY_SHAPES: unknown shape {kind!r} at {step!r}")
+    return out
+
+
+def _fits_name(raw: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", raw).lower() + "_fits"
+
+
+def render_bodyfits(shapes: dict[str, tuple[str, dict[str, object]]] = fs.BODY_SHAPES) -> str:
+    """``kaudit_elk/events/bodyfits.py``."""
+    lines = [_header("#").rstrip(),
+             '"""Lean checks: does every typed path of a body fit its shape (rules: fieldspec.BODY_SHAPES)?',
+             "",
+             "True only when every typed path fits and no key of a mapped object is dotted, empty or blank; False",
+             'sends the body to the full walk of kaudit_elk.events.bodyshape, which decides and removes."""', "",
+             "from __future__ import annotations", "", "from typing import Any", "",
+             "from kaudit_elk.events import fieldspec as fs", "", "_LOW, _HIGH = fs.BODY_INTEGER_RANGE",
+             "_NOT = (None,)  # a value that is neither an object nor a list: its item fails the dict check",
+             "#: Keys seen plain (no dot, not empty, no blank or unprintable character): a plain key is plain wherever",
+             "#: it is, so one C-level superset test clears an object whose keys were all seen before.",
+             "_PLAIN: set[str] = set()", "_known = _PLAIN.issuperset", "_PLAIN_MAX = 8192", "", "",
+             "def _learn(obj: dict[str, Any]) -> bool:",
+             '    """Whether every key of ``obj`` is plain; plain keys are remembered (the set is bounded)."""',
+             '    joined = "".join(obj)',
+             '    if "." in joined or " " in joined or "" in obj or not joined.isprintable():',
+             "        return False", "    if len(_PLAIN) > _PLAIN_MAX:", "        _PLAIN.clear()", "    _PLAIN.update(obj)",
+             "    return True", "", "",
+             "def _scalars(value: Any) -> bool:",
+             '    """A list of strings (anything else the full walk judges)."""',
+             "    if type(value) is not list:", "        return False", "    try:", '        "".join(value)',
+             "    except TypeError:", "        return False", "    return True", "", "",
+             "def _objects(value: Any) -> bool:",
+             "    return type(value) is list and all(type(item) is dict for item in value)"]
+    for raw, (_, tree) in shapes.items():
+        lines += ["", "", f"def {_fits_name(raw)}(b: dict[str, Any]) -> bool:",
+                  f'    """Every typed path of a {raw} fits (False: take the full walk)."""', "    try:"]
+        lines += ["        " + x for x in _fits_object(tree["keys"], "b")]  # type: ignore[arg-type]
+        lines += ["    except TypeError:  # a key that is not a string (never from JSON)", "        return False",
+                  "    return True"]
+    lines += ["", "", "#: raw body key -> its lean check.",
+              "FITS = {" + ", ".join(f"{_q(raw)}: {_fits_name(raw)}" for raw in shapes) + "}"]
+    return "\n".join(lines) + "\n"
+
+
 def render_all(rows: tuple[fs.TypedField, ...] = fs.POD_FIELDS) -> dict[str, str]:
     """Repository-relative path -> the text the generator writes there."""
     check_rows(rows)
-    return {PYTHON_OUT: render_python(rows), RUST_OUT: render_rust(rows), PAINLESS_OUT: render_painless(rows)}
+    return {PYTHON_OUT: render_python(rows), RUST_OUT: render_rust(rows), PAINLESS_OUT: render_painless(rows),
+            BODYFITS_OUT: render_bodyfits()}
 
 
 def stale(root: Path = ROOT) -> list[str]:

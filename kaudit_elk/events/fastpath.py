@@ -35,9 +35,22 @@ except ImportError:  # pragma: no cover
     _native = None
 
 
+#: The oldest native module that executes every table of :func:`native_spec` (0.4.0: the body shapes; an
+#: older one would ignore them and write bodies the engine refuses).
+MIN_NATIVE_VERSION = (0, 4, 0)
+
+
+def _recent(version: str) -> bool:
+    try:
+        return tuple(int(part) for part in version.split(".")[:3]) >= MIN_NATIVE_VERSION
+    except ValueError:
+        return False
+
+
 def available() -> bool:
-    """True when the native module is installed and not turned off by ``KAUDIT_NATIVE=0``."""
-    return _native is not None and os.environ.get("KAUDIT_NATIVE", "1") != "0"
+    """True when the native module is installed, recent enough and not turned off by ``KAUDIT_NATIVE=0``."""
+    return (_native is not None and os.environ.get("KAUDIT_NATIVE", "1") != "0"
+            and _recent(getattr(_native, "__version__", "")))
 
 
 def version() -> str | None:
@@ -61,6 +74,10 @@ def native_spec() -> str:
         "service_resources": sorted(fs.SERVICE_RESOURCES),
         "pod_markers": list(fs.POD_SPEC_MARKERS),
         "body_copies": [field.rsplit(".", 1)[1] for _, field in fs.BODY_COPIES],
+        "body_shapes": [fs.BODY_SHAPES[raw][1] for raw, _ in fs.BODY_COPIES],
+        "body_integer_low": fs.BODY_INTEGER_RANGE[0],
+        "body_integer_high": fs.BODY_INTEGER_RANGE[1],
+        "blank_key_chars": fs.BLANK_KEY_CHARS,
     }).decode()
 
 

@@ -281,6 +281,10 @@ _LONG_VALUE: Final[dict[str, Any]] = {  # one string leaf over max_value_bytes (
     "objectRef": {"resource": "configmaps", "namespace": "d", "name": "cm", "apiVersion": "v1"},
     "requestObject": {"kind": "ConfigMap", "data": {"k": "x" * 9000}},
 }
+_BAD_SHAPE: Final[dict[str, Any]] = {  # a custom resource whose spec is a string (an object path): refused by the engines
+    "objectRef": {"resource": "widgets", "namespace": "d", "name": "w", "apiGroup": "example.com", "apiVersion": "v1"},
+    "requestObject": {"kind": "Widget", "spec": "opaque", "rules": [{"verbs": ["get"]}]},
+}
 _INNER_JSON: Final = ('{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"spec-env","stage":"ResponseComplete",'
                       '"verb":"get","requestReceivedTimestamp":"2026-01-01T00:00:00.000001Z","user":{"username":"u"}}')
 _AKS: Final[dict[str, Any]] = {
@@ -346,6 +350,9 @@ FIELDS: Final[tuple[TypedField, ...]] = (
        by="_bodies (native declines) / the body block"),
     _F("kaudit.body.original_bytes", "long", "serialized size of both bodies before truncation", _LONG_VALUE,
        9036, by="_bodies (native declines) / the body block"),  # {"kind":"ConfigMap","data":{"k":"x…"}} before the cut
+    _F("kaudit.body.untyped", "keyword", "body paths whose value does not fit their typed mapping (BODY_SHAPES), "
+       "removed from kubernetes.audit.requestObject/responseObject only: request.<path> / response.<path>, sorted",
+       _BAD_SHAPE, ["request.spec"], by="bodyshape.fit_body (native declines) / fitObj in the body block"),
     _F("kaudit.envelope.format", "keyword", "aks | eks | gke (absent for native events)", _AKS, "aks", by=_ENVELOPE),
     _F("kaudit.envelope.resource_id", "keyword", "AKS resourceId", _AKS, _AKS["resourceId"], by=_ENVELOPE),
     _F("kaudit.envelope.category", "keyword", "AKS kube-audit / kube-audit-admin", _AKS, "kube-audit", by=_ENVELOPE),
@@ -523,6 +530,79 @@ ELASTIC_BODY_FIELDS: Final[dict[str, str]] = {
 }
 #: The two raw body roots (``object``, ``dynamic: false``).
 ELASTIC_BODY_ROOTS: Final = ("kubernetes.audit.requestObject", "kubernetes.audit.responseObject")
+
+# ---- body shapes: what a typed body path can hold without the engine refusing the document -----
+# A body whose typed path (ELASTIC_BODY_FIELDS) holds a value its mapping cannot take makes the engine
+# refuse the whole document (checked with real requests on OpenSearch 2.19.6 / 3.3.0 and Elasticsearch
+# 8.19.7, tests/engine/test_body_shapes_engine.py). All three executions (normalize via bodyshape.py, the
+# native fast path, which declines such a line to Python, and the ingest pipeline) check each body against
+# :data:`BODY_SHAPES` and remove what does not fit from ``kubernetes.audit.requestObject``/``responseObject``
+# only; ``kaudit.body.request``/``response`` keep the whole body, and :data:`UNTYPED_FIELD` lists what was
+# removed. What each shape takes (a null, a missing value and a null list item always fit; a list fits when
+# every item, lists inside it included, fits; the whole value at the path is removed otherwise):
+#
+# ``object`` (every inner node of the paths, and the body root)
+#     an object, or a list of objects. Engines: a scalar or a list holding a scalar is refused by both
+#     ("object mapping ... tried to parse field ... as object, but found a concrete value"). Its keys must be
+#     placeable: a key that is empty or has an empty or blank step (``.a``, ``a..b``, ``a.``, `` ``, see
+#     :data:`BLANK_KEY_CHARS`) is refused ("field name cannot contain only whitespace/dots/be an empty
+#     string"; OpenSearch accepts a blank name, Elasticsearch does not) and is removed; a dotted key is the
+#     path of its steps (``{"spec.type": {}}`` is ``spec`` > ``type``), and one that runs through a typed
+#     leaf (``spec.type.x``) is refused by both and removed. Keys below an unmapped key are never checked
+#     (``dynamic: false``: the engines skip them; ``data: {".dockercfg": ...}`` is indexed).
+# ``flat`` (``flattened`` / ``flat_object``)
+#     an object or a list of objects (Elasticsearch refuses a scalar; OpenSearch skips it).
+# ``scalar`` (``keyword``, ``exact_text``)
+#     a string, number or boolean (indexed as its text). Elasticsearch refuses an object or a list holding
+#     one ("failed to parse field ... of type [keyword]"); OpenSearch skips it.
+# ``boolean``
+#     JSON ``true``/``false`` only. The engines parse the strings "true"/"false" and drop other scalars as
+#     malformed (``index.mapping.ignore_malformed``); kaudit does not rely on either and moves any other
+#     scalar out of the typed path too, so what is typed is what the body says. An object: as ``scalar``.
+# ``integer``
+#     a JSON integer (not a boolean) in [-2^31, 2^31-1]; a float, a numeric string or an integer out of
+#     range is coerced or dropped as malformed by the engines and moved out here. An object: as ``scalar``.
+#
+# (An integer above 2^63-1 anywhere in a document is refused by OpenSearch's script processors, which the
+# write-once final pipeline runs: that is not a mapping shape and is not handled here.)
+
+#: Mapping type of a typed body path -> its shape (see above).
+BODY_SHAPE_OF_TYPE: Final[dict[str, str]] = {
+    "keyword": "scalar", "exact_text": "scalar", "boolean": "boolean", "integer": "integer", "flat": "flat",
+}
+#: The range of an ``integer`` path.
+BODY_INTEGER_RANGE: Final = (-(2**31), 2**31 - 1)
+#: Characters that make a key step blank (Java's Character.isWhitespace, which Elasticsearch's field-name
+#: check uses, and Unicode White_Space): a step made only of them is refused.
+BLANK_KEY_CHARS: Final = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+                          "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+#: The document field listing the removed body paths (``request.spec``, ``response.spec.type``; keyword).
+UNTYPED_FIELD: Final = "kaudit.body.untyped"
+
+
+def _shape_tree(root: str) -> dict[str, Any]:
+    """The shape tree of one body root: ``{"kind": "object", "keys": {step: node}}``, leaves ``{"kind": ...}``."""
+    tree: dict[str, Any] = {"kind": "object", "keys": {}}
+    for dotted, kind in ELASTIC_BODY_FIELDS.items():
+        if not dotted.startswith(root + "."):
+            continue
+        node = tree
+        steps = dotted[len(root) + 1:].split(".")
+        for step in steps[:-1]:
+            node = node["keys"].setdefault(step, {"kind": "object", "keys": {}})
+            if node["kind"] != "object":
+                raise ValueError(f"{dotted}: {step} is a typed leaf and a parent")
+        if steps[-1] in node["keys"]:
+            raise ValueError(f"{dotted}: a parent and a typed leaf")
+        node["keys"][steps[-1]] = {"kind": BODY_SHAPE_OF_TYPE[kind]}
+    return tree
+
+
+#: Raw body key -> (prefix of its paths in :data:`UNTYPED_FIELD`, its shape tree), from ELASTIC_BODY_FIELDS.
+BODY_SHAPES: Final[dict[str, tuple[str, dict[str, Any]]]] = {
+    raw: (copy.rsplit(".", 1)[1], _shape_tree(root))
+    for (raw, copy), root in zip(BODY_COPIES, ELASTIC_BODY_ROOTS)
+}
 
 #: ``exact_text`` fields' keyword multi-field (the rule compiler and aggregations use it).
 EXACT_SUBFIELD: Final = "keyword"

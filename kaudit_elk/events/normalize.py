@@ -26,6 +26,7 @@ import orjson
 
 from kaudit_elk.base.vocab import KEPT_STAGES
 from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.events.bodyshape import fit_body
 from kaudit_elk.events.podfields import pod_fields
 
 
@@ -334,6 +335,7 @@ _SERVICE_RESOURCES = fs.SERVICE_RESOURCES
 _POD_MARKERS = frozenset(fs.POD_SPEC_MARKERS)
 #: kaudit.body keys of the body copies (requestObject, responseObject order)
 _BODY_COPY_KEYS = tuple(field.rsplit(".", 1)[1] for _, field in fs.BODY_COPIES)
+_UNTYPED_KEY = fs.UNTYPED_FIELD.rsplit(".", 1)[1]
 _EMPTY: dict = {}
 _I64 = 1 << 63
 _UTC = timezone.utc
@@ -581,7 +583,7 @@ def _rbac_fields(kaudit: dict, bodies: list[dict]) -> None:
                     continue
                 for src, dst in _RULE_LISTS:
                     items = rule.get(src)
-                    if items:
+                    if items and type(items) is list:  # as the pipeline: a string or object here lists nothing
                         values = lists.get(dst)
                         for v in items:
                             if isinstance(v, str):
@@ -627,6 +629,7 @@ def _bodies(audit: dict, kaudit: dict, options: NormalizeOptions, request: Any, 
     max_body = options.max_body_bytes
     dumps = orjson.dumps
     copies: dict[str, Any] = {}
+    untyped: list[str] = []
     for (key, raw), copy in zip((("requestObject", request), ("responseObject", response)), _BODY_COPY_KEYS):
         if raw is None:
             continue
@@ -653,11 +656,15 @@ def _bodies(audit: dict, kaudit: dict, options: NormalizeOptions, request: Any, 
                     marker[k] = body[k]
             body = marker
             truncated = True
-        if body is not raw:
-            audit[key] = body
+        # the typed body without what its mapping cannot take (fieldspec.BODY_SHAPES); the copy keeps it all
+        typed = fit_body(body, key, untyped)
+        if typed is not raw:
+            audit[key] = typed
         copies[copy] = body  # the same (cleaned, possibly truncated) body, flattened for kaudit's searches
     if truncated:
         copies.update(truncated=True, original_bytes=original)
+    if untyped:
+        copies[_UNTYPED_KEY] = sorted(set(untyped))
     if copies:
         kaudit["body"] = copies
 

@@ -79,6 +79,11 @@ def _params(cluster: str, namespace: str) -> dict[str, Any]:
         "suffix": fs.TRUNCATION_SUFFIX,
         "marker_key": fs.TRUNCATED_BODY_KEY,
         "body_copies": {raw: field.rsplit(".", 1)[1] for raw, field in fs.BODY_COPIES},
+        "body_shapes": {raw: {"prefix": prefix, "tree": tree} for raw, (prefix, tree) in fs.BODY_SHAPES.items()},
+        "body_integer_low": fs.BODY_INTEGER_RANGE[0],
+        "body_integer_high": fs.BODY_INTEGER_RANGE[1],
+        "blank_key_chars": fs.BLANK_KEY_CHARS,
+        "untyped_key": fs.UNTYPED_FIELD.rsplit(".", 1)[1],
     }
 
 

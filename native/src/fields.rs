@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::json::V;
-use crate::normalize::{contains, iter_list, obj_mut, Config, Fallback, O, R};
+use crate::normalize::{contains, obj_mut, Config, Fallback, O, R};
 use crate::podfields;
 
 fn unquote_plus(text: &str) -> R<String> {
@@ -144,9 +144,9 @@ pub(crate) fn rbac_fields<'v, 'a>(bodies: &[&'v V<'a>]) -> R<Option<O<'v, 'a>>> 
                     continue;
                 }
                 for (src, dst) in RULE_LISTS {
-                    let items = rule.get(src);
-                    if items.map(V::truthy).unwrap_or(false) {
-                        for v in iter_list(items)? {
+                    // only a list lists anything (a string or an object here is ignored, as in Python and the pipeline)
+                    if let Some(V::Arr(items, _)) = rule.get(src) {
+                        for v in items {
                             if let V::Str(s) = v {
                                 push_unique_str(list_for(&mut lists, dst), s);
                             }

@@ -6,6 +6,7 @@
 //! (envelopes, wrong types, floats, oversized bodies, odd timestamps, ...): the caller then
 //! takes the Python path, which stays the reference and the one place errors are worded.
 
+mod bodyshape;
 mod fields;
 pub mod json;
 pub mod normalize;
@@ -63,6 +64,22 @@ impl Normalizer {
                 .collect::<PyResult<Vec<_>>>()?,
             _ => return Err(PyValueError::new_err("spec: verb_types must be an object")),
         };
+        let shapes = match tables.get("body_shapes") {
+            Some(json::V::Arr(items, _)) => items.iter().map(bodyshape::Shape::from_json).collect::<Result<Vec<_>, String>>()
+                .map_err(|e| PyValueError::new_err(format!("spec: body_shapes: {e}")))?,
+            _ => return Err(PyValueError::new_err("spec: body_shapes must be a list")),
+        };
+        let int = |key: &str| -> PyResult<i64> {
+            match tables.get(key) {
+                Some(json::V::Int(i)) => Ok(*i),
+                _ => Err(PyValueError::new_err(format!("spec: {key} must be an integer"))),
+            }
+        };
+        let shape_rules = bodyshape::Rules {
+            low: int("body_integer_low")?,
+            high: int("body_integer_high")?,
+            blanks: text("blank_key_chars")?.chars().collect(),
+        };
         Ok(Normalizer {
             cfg: Config {
                 cluster,
@@ -84,6 +101,8 @@ impl Normalizer {
                 service_resources: list("service_resources")?,
                 pod_markers: list("pod_markers")?,
                 body_copies: list("body_copies")?,
+                body_shapes: shapes,
+                shape_rules,
             },
         })
     }

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use blake2::digest::{Update, VariableOutput};
 use blake2::Blake2bVar;
 
+use crate::bodyshape::{body_fits, Rules, Shape};
 use crate::fields::{exec_fields, pod_fields, rbac_fields};
 use crate::json::{write_int, write_str, write_value, V};
 use crate::timestamp::parse_ts;
@@ -48,6 +49,9 @@ pub struct Config {
     pub pod_markers: Vec<String>,
     /// `kaudit.body` keys of the request and response body copies.
     pub body_copies: Vec<String>,
+    /// Shape trees of the request and response bodies' typed paths (`fieldspec.BODY_SHAPES`).
+    pub body_shapes: Vec<Shape>,
+    pub shape_rules: Rules,
 }
 
 pub enum Outcome {
@@ -598,6 +602,12 @@ pub fn normalize(
                 Some(r) => r,
                 None => continue,
             };
+            // a typed path whose value its mapping cannot take: Python removes it and records it
+            if let Some(tree) = cfg.body_shapes.get(if key == "requestObject" { 0 } else { 1 }) {
+                if !body_fits(raw, tree, &cfg.shape_rules) {
+                    return Err(Fallback);
+                }
+            }
             let body: Option<O> = match raw {
                 V::Obj(fields, _) => match raw.get("metadata") {
                     Some(meta @ V::Obj(mf, _)) if meta.has("managedFields") => {

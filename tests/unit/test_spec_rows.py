@@ -20,9 +20,10 @@ from kaudit_elk.events.normalize import DEFAULT, normalize
 
 ROWS = sorted(fs.FIELD_EXAMPLES)
 #: Rows the native path hands to Python by design (it declines the line; ingest then normalizes it in
-#: Python): GKE entries (not split natively) and bodies that need truncating.
+#: Python): GKE entries (not split natively), bodies that need truncating and bodies with a typed path that
+#: does not fit its mapping (fieldspec.BODY_SHAPES).
 NATIVE_DECLINES = {"kaudit.envelope.project_id", "kaudit.envelope.location", "kaudit.body.truncated",
-                   "kaudit.body.original_bytes"}
+                   "kaudit.body.original_bytes", "kaudit.body.untyped"}
 
 
 def field_of(doc: dict[str, Any], dotted: str) -> Any:
