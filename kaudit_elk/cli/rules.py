@@ -52,13 +52,18 @@ def incident_options(gap: str, max_span: str) -> IncidentOptions:
                            max_span=parse_duration(max_span, "--incident-max-span").total_seconds())
 
 
+def _fit(text: str, width: int) -> str:
+    """``text`` in a column of ``width``: padded, or cut with "…" so that a cut name is seen to be cut."""
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+
+
 def incident_row(doc: dict[str, Any]) -> str:
     """One incident as a table line: first alert, severity, risk, alerts, actor, tactic progression."""
     i = doc["kaudit"]["incident"]
     who = f"{i['actor'].get('identity') or (i['identities'] or ['?'])[0]} @ {i['actor'].get('source_ip') or '?'}"
     steps = " > ".join(i["tactics"]) or "-"
     return (f"{(i['first_alert_time'] or '')[:19]:19}  {i['severity']:13}  risk {i['risk_score']:<5}  "
-            f"{i['alert_count']:>4} alerts  {len(i['rules']):>3} rules  {who[:60]:60}  {steps}")
+            f"{i['alert_count']:>4} alerts  {len(i['rules']):>3} rules  {_fit(who, 60)}  {steps}")
 
 
 def load_pack(rules_dir: list[Path] | None = None, disable: list[str] | None = None,
@@ -132,7 +137,7 @@ def issue_line(issue: Any) -> str:
     return f"{where}: {issue.rule + ': ' if issue.rule else ''}{message}"
 
 
-ALERT_HEADER = f"{'TIME (UTC)':19}  {'SEVERITY':13}  {'RULE':60}  {'USER':40}  {'SOURCE IP':15}  TARGET"
+ALERT_HEADER = f"{'TIME (UTC)':19}  {'SEVERITY':13}  {'RULE':60}  {'USER':48}  {'SOURCE IP':15}  TARGET"
 
 
 def _alert_row(a: dict[str, Any]) -> str:
@@ -144,7 +149,7 @@ def _alert_row(a: dict[str, Any]) -> str:
     target = "/".join(x for x in (orch.get("namespace"), res.get("type"), res.get("name")) if x)
     if k.get("group") and not target:
         target = ", ".join(f"{gk}={gv}" for gk, gv in k["group"].items())
-    return f"{(k['last_event_time'] or '')[:19]:19}  {k['severity']:13}  {a['rule']['name'][:60]:60}  {who[:40]:40}  {ip:15}  {target}"
+    return f"{(k['last_event_time'] or '')[:19]:19}  {k['severity']:13}  {_fit(a['rule']['name'], 60)}  {_fit(who, 48)}  {ip:15}  {target}"
 
 
 def register(app: typer.Typer) -> None:

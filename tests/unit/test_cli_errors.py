@@ -274,3 +274,19 @@ def test_report_from_files_names_each_unreadable_line(tmp_path) -> None:
     import json
 
     assert json.loads(out.stdout)["summary"]["events"] == 3
+
+
+def test_scan_table_shows_a_cut_name_as_cut() -> None:
+    """Long rule names and identities are cut with "…" (a cut service-account name must not pass for a whole one)."""
+    import json
+
+    rows = kaudit("scan", "-q").stdout.splitlines()[1:]
+    alerts = [json.loads(line) for line in kaudit("scan", "-q", "--format", "ndjson").stdout.splitlines()]
+    assert len(rows) == len(alerts) > 10
+    cut = 0
+    for row, alert in zip(rows, alerts):
+        for value, width in ((alert["rule"]["name"], 60), ((alert.get("user") or {}).get("name") or "", 48)):
+            shown = value if len(value) <= width else value[: width - 1] + "…"
+            cut += shown != value
+            assert f"  {shown}" in row, (value, row)
+    assert cut > 0  # the shipped sample has names longer than their columns

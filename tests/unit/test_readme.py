@@ -35,3 +35,23 @@ def test_readme_example_rule_validates_and_its_tests_pass(tmp_path: Path) -> Non
                  ["rules", "test", "--rules-dir", str(tmp_path), "--no-default-rules"]):
         out = subprocess.run([sys.executable, "-m", "kaudit_elk", *args], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_readme_links_and_anchors_resolve() -> None:
+    """Every relative link names a file of the repository and every #anchor a heading (GitHub's slugs)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    heads, fence = [], False
+    for line in text.splitlines():
+        fence = fence != line.startswith("```")
+        m = None if fence or line.startswith("```") else re.match(r"#+ (.*)", line)
+        if m:
+            heads.append(m.group(1))
+    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    anchors = [link[1:] for link in links if link.startswith("#")]
+    files = [link.split("#")[0] for link in links if not link.startswith(("#", "http://", "https://"))]
+    assert len(anchors) >= 5 and len(files) >= 5, (anchors, files)
+    assert not [a for a in anchors if a not in slugs], [a for a in anchors if a not in slugs]
+    assert not [f for f in files if not (REPO / f).exists()], [f for f in files if not (REPO / f).exists()]
