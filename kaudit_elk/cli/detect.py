@@ -117,6 +117,11 @@ def register(app: typer.Typer) -> None:
             if until and not since:
                 raise ConfigError("--until needs --since")
             pause = parse_duration(interval, "--interval").total_seconds()
+            from kaudit_elk.base.config import validate_url
+
+            for option, urls in (("--webhook", webhook), ("--alertmanager", alertmanager)):
+                for u in urls:  # before the run: a bad output URL would only fail once alerts are to be sent
+                    validate_url(u, option)
             pack = load_pack(rules_dir, disable, severity_override, exceptions, no_default_rules)
             engine = connect(settings)
             targets: list[Any] = []

@@ -290,3 +290,13 @@ def test_scan_table_shows_a_cut_name_as_cut() -> None:
             cut += shown != value
             assert f"  {shown}" in row, (value, row)
     assert cut > 0  # the shipped sample has names longer than their columns
+
+
+@pytest.mark.parametrize("option, url, says", [("--webhook", "ftp://hook.example/x", "must start with http"),
+                                              ("--alertmanager", "http://am:99999", "invalid URL"),
+                                              ("--webhook", "https://", "no host")])
+def test_a_bad_output_url_is_a_usage_error_before_the_run(option: str, url: str, says: str) -> None:
+    """Not an exit 1 once the first alert is to be sent: nothing listens on port 9, so exit 2 proves no request."""
+    out = kaudit("detect", "--url", "http://127.0.0.1:9", option, url)
+    assert out.returncode == 2, out.stderr
+    assert f"error: {option}: " in out.stderr and says in out.stderr
