@@ -387,6 +387,21 @@ _METAVARS = {"<str>": "TEXT", "<int>": "INTEGER", "<float>": "NUMBER", "<Path>":
              "<list[str]>": "TEXT", "<list[Path]>": "PATH"}
 
 
+#: What a value is, where TEXT would say nothing: the placeholders the README uses (`--config FILE`, `--kibana-url URL`).
+_OPTION_METAVARS = {
+    **dict.fromkeys(("--url", "--kibana-url", "--dashboards-url", "--webhook", "--alertmanager"), "URL"),
+    **dict.fromkeys(("--config", "--ca-certs", "--checkpoint", "--dead-letter", "--prometheus-textfile", "--out",
+                     "--tls-cert", "--tls-key", "--client-ca", "--token-file", "--alerts", "--exceptions"), "FILE"),
+    **dict.fromkeys(("--spool-dir", "--fs-location"), "DIR"),
+    **dict.fromkeys(("--overlap", "--delay", "--max-step", "--max-lookback", "--initial-lookback", "--interval",
+                     "--incident-gap", "--incident-max-span", "--rollover-age", "--max-data-age", "--max-detect-age",
+                     "--api-key-expiration"), "DURATION"),
+    **dict.fromkeys(("--since", "--until", "--from", "--to", "--verify-since"), "TIME"),
+    "--listen": "HOST:PORT", "--namespace": "NS", "--cluster": "NAME", "--severity-override": "ID=LEVEL",
+    "--disable": "ID",
+}
+
+
 def _no_type(ctx: Any) -> None:
     return None
 
@@ -412,7 +427,8 @@ def tidy_help(command: Any) -> None:
             except Exception:  # noqa: BLE001 - a help nicety, never fatal
                 continue
             if shown in _METAVARS:
-                param.metavar = _METAVARS[shown]
+                named = next((_OPTION_METAVARS[o] for o in param.opts if o in _OPTION_METAVARS), None)
+                param.metavar = named or _METAVARS[shown]
     original = command.get_help_option
 
     def help_option(ctx: Any) -> Any:

@@ -36,7 +36,7 @@ class Severity(str, Enum):
 
 RulesDirOpt = Annotated[list[Path], typer.Option("--rules-dir", metavar="DIR", help="Extra rule folder (repeatable), added to the shipped pack")]
 DisableOpt = Annotated[list[str], typer.Option("--disable", help="Rule id or name to disable (repeatable)")]
-SevOpt = Annotated[list[str], typer.Option("--severity-override", help="ID=LEVEL (repeatable)")]
+SevOpt = Annotated[list[str], typer.Option("--severity-override", help="Give the rule ID (id or name) the severity LEVEL (repeatable)")]
 ExcOpt = Annotated[Optional[Path], typer.Option("--exceptions", help="Tuning YAML: exceptions, placeholders, disable, severity")]
 NoPackOpt = Annotated[bool, typer.Option("--no-default-rules", help="Use only --rules-dir folders, not the shipped pack")]
 GapOpt = Annotated[str, typer.Option("--incident-gap", help="Quiet time after which an actor's next alert opens a new incident")]
