@@ -26,6 +26,7 @@ import orjson
 
 from kaudit_elk.base.vocab import KEPT_STAGES
 from kaudit_elk.events import fieldspec as fs
+from kaudit_elk.events.bodyfits import FITS as _FITS
 from kaudit_elk.events.bodyshape import fit_body
 from kaudit_elk.events.podfields import pod_fields
 
@@ -657,7 +658,7 @@ def _bodies(audit: dict, kaudit: dict, options: NormalizeOptions, request: Any, 
             body = marker
             truncated = True
         # the typed body without what its mapping cannot take (fieldspec.BODY_SHAPES); the copy keeps it all
-        typed = fit_body(body, key, untyped)
+        typed = body if _FITS[key](body) else fit_body(body, key, untyped)  # lean check first (bodyfits.py)
         if typed is not raw:
             audit[key] = typed
         copies[copy] = body  # the same (cleaned, possibly truncated) body, flattened for kaudit's searches

@@ -59,7 +59,9 @@ fn find<'s>(keys: &'s [(String, Shape)], step: &str) -> Option<&'s Shape> {
 
 fn object_fits(pairs: &[(std::borrow::Cow<'_, str>, V<'_>)], keys: &[(String, Shape)], rules: &Rules) -> bool {
     for (key, value) in pairs {
-        let odd = key.is_empty() || key.contains('.') || key.chars().any(|c| rules.blanks.contains(&c));
+        // plain ASCII keys (the rule) are one byte scan; a dot, space, control or non-ASCII byte takes the
+        // precise check
+        let odd = key.is_empty() || key.bytes().any(|b| b == b'.' || b <= b' ' || b >= 0x80);
         let node = if !odd {
             find(keys, key)
         } else {
