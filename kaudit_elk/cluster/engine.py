@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +27,13 @@ Flavor = Literal["elasticsearch", "opensearch"]
 # Oldest major versions we support per flavor.
 MIN_MAJOR: dict[str, int] = {"elasticsearch": 8, "opensearch": 2}
 MAX_MAJOR: dict[str, int] = {"elasticsearch": 9, "opensearch": 3}
+
+
+#: Statuses by which an engine says "not now" to a read: 429 (search queue full, circuit breaker) and
+#: the gateway/unavailable family a restarting node or a proxy answers with.
+BUSY_STATUSES = frozenset({429, 502, 503, 504})
+#: How long a read waits out a busy engine before it fails (seconds).
+BUSY_RETRY_FOR = 60.0
 
 
 class EngineRequestError(EngineError):
@@ -252,6 +260,7 @@ class Engine:
     info: EngineInfo
     client: Any
     caps: Capabilities = field(default_factory=Capabilities)
+    busy_retries: int = 0  # reads retried because the engine was busy (see search)
 
     @property
     def flavor(self) -> Flavor:
@@ -315,6 +324,23 @@ class Engine:
         except opensearchpy.TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else 0
             raise EngineRequestError(method, path, status, exc.info) from None
+
+    def search(self, path: str, body: Any, ignore: Iterable[int] = (), retry_for: float | None = None) -> Any:
+        """A read (``POST path`` with a search body) that waits out a busy engine: a refusal the engine
+        means as "later" (429 — a full search queue, a tripped circuit breaker — or 502/503/504) is retried
+        with exponential backoff for up to ``retry_for`` seconds (default :data:`BUSY_RETRY_FOR`), then
+        raised. Reads are idempotent, so a retry can neither lose nor duplicate anything."""
+        budget = BUSY_RETRY_FOR if retry_for is None else retry_for
+        deadline, delay = time.monotonic() + budget, 0.5
+        while True:
+            try:
+                return self.request("POST", path, body=body, ignore=ignore)
+            except EngineRequestError as exc:
+                if exc.status not in BUSY_STATUSES or time.monotonic() + delay > deadline:
+                    raise
+                self.busy_retries += 1
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
 
     def bulk(self, payload: bytes | str, refresh: bool = False) -> dict[str, Any]:
         """POST an NDJSON ``_bulk`` body; returns the parsed response."""

@@ -66,7 +66,7 @@ def _composite(engine: "Engine", index: str, query: dict[str, Any],
         if after is not None:
             comp["after"] = after
         body = {"size": 0, "query": query, "track_total_hits": False, "aggs": {"c": {"composite": comp}}}
-        res = engine.request("POST", f"/{index}/_search", body=body)["aggregations"]["c"]
+        res = engine.search(f"/{index}/_search", body)["aggregations"]["c"]
         yield from res["buckets"]
         after = res.get("after_key")
         if not res["buckets"] or after is None:
@@ -87,7 +87,7 @@ def data_days(engine: "Engine", index: str, lo: float, hi: float) -> set[int]:
     """UTC day numbers (epoch // 86400) with any stored event in [lo, hi) (the warm-up)."""
     body = {"size": 0, "track_total_hits": False, "query": _range(lo, hi),
             "aggs": {"d": {"date_histogram": {"field": "@timestamp", "fixed_interval": "1d", "min_doc_count": 1}}}}
-    resp = engine.request("POST", f"/{index}/_search", body=body, ignore=(404,))
+    resp = engine.search(f"/{index}/_search", body, ignore=(404,))
     buckets = (((resp or {}).get("aggregations") or {}).get("d") or {}).get("buckets") or []
     return {int(b["key"] // 86_400_000) for b in buckets if b["doc_count"]}
 

@@ -23,6 +23,8 @@ term field is multi-valued or the rule needs client-side checking).
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -53,7 +55,6 @@ if TYPE_CHECKING:
 MULTI_VALUED = frozenset({"sourceIPs", "user.groups", "impersonatedUser.groups"})
 _SORT_FIELDS = ("@timestamp", "kubernetes.audit.stageTimestamp", "kubernetes.audit.auditID", "kubernetes.audit.stage")
 _KEEP_ALIVE = "2m"
-_MAX_QUIET_STEPS = 200
 
 
 # --------------------------------------------------------------------------- documents -> raw events
@@ -211,10 +212,10 @@ def search_hits(engine: "Engine", index: str, query: dict[str, Any], *, source: 
                 body["search_after"] = after
             if pit is not None:
                 body["pit"] = {"id": pit, "keep_alive": _KEEP_ALIVE}
-                resp = engine.request("POST", "/_search", body=body)
+                resp = engine.search("/_search", body)
                 pit = resp.get("pit_id", pit)
             else:
-                resp = engine.request("POST", f"/{index}/_search", body=body)
+                resp = engine.search(f"/{index}/_search", body)
             hits = resp["hits"]["hits"]
             yield from hits
             if len(hits) < page_size:
@@ -259,7 +260,8 @@ _CHEAP_FIELDS = frozenset(doc_field(f) for f in LOW_CARDINALITY)
 
 
 def _cheap_leaf(query: Mapping[str, Any]) -> bool:
-    """A leaf whose cost is bounded by the documents it is tested on, not by the shard's terms."""
+    """A leaf whose cost is bounded by the documents it is tested on, not by the shard's terms: exact
+    terms (case-insensitive too), a pattern of a few literals, and any leaf on a low-cardinality field."""
     if len(query) != 1:
         return False
     kind, spec = next(iter(query.items()))
@@ -270,11 +272,38 @@ def _cheap_leaf(query: Mapping[str, Any]) -> bool:
     fieldname, body = next(iter(spec.items()))
     if fieldname in _CHEAP_FIELDS:
         return True
-    if kind == "term":  # an exact term (numbers, cased strings) is one postings list, read lazily
-        return not (isinstance(body, dict) and body.get("case_insensitive"))
-    if kind == "terms":
+    if kind in ("term", "terms"):  # a term, even case-insensitive, expands to a few postings lists read lazily
         return True
+    if kind in ("wildcard", "regexp") and isinstance(body, dict):
+        return _few_literals(kind, str(body.get("value", "")))
     return False
+
+
+#: Lucene reads a multi-term query of at most this many terms lazily, as a disjunction of term queries
+#: (its constant-score rewrite's threshold); more terms are read eagerly over the whole segment.
+FEW_TERMS = 16
+_REGEXP_META = frozenset(".?+*{}[]()~<>#@&\"\\")
+
+
+def _few_literals(kind: str, pattern: str) -> bool:
+    """Whether a pattern denotes a small finite set of literal strings (``a|b|c``, no wildcards): its
+    case-insensitive automaton then matches a few terms of the shard's dictionary, not thousands."""
+    if kind == "wildcard":
+        return not any(c in "*?" for c in pattern.replace("\\*", "").replace("\\?", ""))
+    if pattern.startswith("(") and pattern.endswith(")") and pattern.count("(") == 1:
+        pattern = pattern[1:-1]  # one group of alternatives: (a|b|c)
+    alternatives, i = 1, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in _REGEXP_META:
+            return False
+        if c == "|":
+            alternatives += 1
+        i += 1
+    return alternatives <= FEW_TERMS
 
 
 def cheap_superset(query: Mapping[str, Any], positive: bool = True) -> dict[str, Any]:
@@ -371,7 +400,6 @@ def named_hits(engine: "Engine", index: str, clauses: Sequence[dict[str, Any]], 
 
     Clauses beyond the clause budget go to further searches whose hit streams are merged by sort key;
     a document matched in several searches comes once with the union of its rule names."""
-    import heapq
 
     streams = [search_hits(engine, index, {"bool": {"filter": list(filters), "should": g, "minimum_should_match": 1}},
                            source=source, page_size=page_size) for g in clause_groups(clauses)]
@@ -413,45 +441,58 @@ def union_hits(parts: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]
 # --------------------------------------------------------------------------- lookback / history
 
 
-def quiet_point(engine: "Engine", index: str, query: dict[str, Any] | Sequence[dict[str, Any]], start: float,
-                span: float, floor: float) -> float:
-    """Latest time T <= start with no ``query`` match in [T - span, T), not earlier than ``floor``;
-    ``query`` may be several queries (clause groups): then no match of any of them."""
-    queries = [query] if isinstance(query, dict) else list(query)
-    t = start
-    for _ in range(_MAX_QUIET_STEPS):
-        window = {"range": {"@timestamp": {"gte": _ms(t - span), "lt": _ms(t, up=True), "format": "epoch_millis"}}}
-        first: float | None = None
-        for q in queries:
-            body = {"size": 1, "query": {"bool": {"filter": [q, window]}},
-                    "sort": [{"@timestamp": "asc"}], "_source": False, "track_total_hits": False}
-            hits = engine.request("POST", f"/{index}/_search", body=body)["hits"]["hits"]
-            if hits:
-                found = hits[0]["sort"][0] / 1000.0
-                first = found if first is None else min(first, found)
-        if first is None or first >= t:
-            return t
-        t = first
-        if t <= floor:
+def latest_quiet_point(buckets: Sequence[tuple[float, float]], start: float, span: float, floor: float) -> float:
+    """Pure: the latest time T <= ``start`` with no match in [T - span, T), not earlier than ``floor``,
+    from the matches' (first, last) time per non-empty histogram bucket, in time order. T is ``start``
+    or the first match of a bucket; with buckets at most half the span wide no gap that long fits
+    inside one, so T is the latest one; wider buckets may give an earlier T (a longer replay, never a
+    wrong state). Times are milliseconds: a bucket's last match may be up to
+    1 ms later than its value."""
+    if not buckets or buckets[-1][1] + 0.001 <= start - span:
+        return start
+    for i in range(len(buckets) - 1, -1, -1):
+        first = buckets[i][0]
+        if first <= floor:
             return floor
+        if i == 0:  # nothing matched in [floor, first): quiet if that covers a whole span
+            return first if first - span >= floor else floor
+        if buckets[i - 1][1] + 0.001 <= first - span:
+            return first
     return floor
 
 
 def correlation_lookback(engine: "Engine", index: str, pack: RulePack, compiled: Mapping[str, CompiledRule],
                          start: float, max_lookback: float) -> float:
-    """Seconds before ``start`` to replay so every correlation starts from an empty state."""
-    back = 0.0
-    for r in pack.correlations:
+    """Seconds before ``start`` to replay so every correlation starts from an empty state: one request,
+    a histogram of each correlation's base-rule matches over the ``max_lookback`` before ``start`` (with
+    each bucket's first and last match), from which :func:`latest_quiet_point` finds its quiet point."""
+    floor = start - max_lookback
+    aggs: dict[str, Any] = {}
+    spans: dict[str, float] = {}
+    for i, r in enumerate(pack.correlations):
         sigma = r.sigma
         assert isinstance(sigma, SigmaCorrelationRule)
         span = float(sigma.timespan.seconds)
-        bases = [str(ref.rule.id) for ref in sigma.rules if str(ref.rule.id) in compiled]
-        clauses = named_query(compiled, bases)
+        clauses = named_query(compiled, [str(ref.rule.id) for ref in sigma.rules if str(ref.rule.id) in compiled])
         if not clauses:
             continue
-        queries = [{"bool": {"should": g, "minimum_should_match": 1}} for g in clause_groups(clauses)]
-        t = quiet_point(engine, index, queries, start, span, start - max_lookback)
-        back = max(back, start - t)
+        # at most ~5,000 buckets per correlation (the engines' bucket limit is 65,535 per request)
+        width = max(1, math.ceil(max(span / 2, max_lookback / 5000)))
+        spans[f"c{i}"] = span
+        aggs[f"c{i}"] = {"filter": {"bool": {"should": clauses, "minimum_should_match": 1}},
+                         "aggs": {"h": {"date_histogram": {"field": "@timestamp", "fixed_interval": f"{width}s",
+                                                           "min_doc_count": 1},
+                                        "aggs": {"lo": {"min": {"field": "@timestamp"}},
+                                                 "hi": {"max": {"field": "@timestamp"}}}}}}
+    if not aggs:
+        return 0.0
+    body = {"size": 0, "track_total_hits": False, "aggs": aggs, "query": {"range": {"@timestamp": {
+        "gte": _ms(floor), "lt": _ms(start, up=True), "format": "epoch_millis"}}}}
+    res = engine.search(f"/{index}/_search", body)["aggregations"]
+    back = 0.0
+    for name, span in spans.items():
+        buckets = [(b["lo"]["value"] / 1000.0, b["hi"]["value"] / 1000.0) for b in res[name]["h"]["buckets"]]
+        back = max(back, start - latest_quiet_point(buckets, start, span, floor))
     return back
 
 
@@ -497,7 +538,7 @@ def prime_new_terms(engine: "Engine", index: str, runner: Runner, compiled: Mapp
                     comp["after"] = after
                 body = {"size": 0, "query": query, "track_total_hits": False,
                         "aggs": {"t": {"composite": comp, "aggs": {"last": {"max": {"field": "@timestamp"}}}}}}
-                res = engine.request("POST", f"/{index}/_search", body=body)["aggregations"]["t"]
+                res = engine.search(f"/{index}/_search", body)["aggregations"]["t"]
                 for b in res["buckets"]:
                     terms = tuple(str(b["key"][str(i)]).lower() for i in range(len(fields)))
                     t = b["last"]["value"] / 1000.0
@@ -515,6 +556,72 @@ def prime_new_terms(engine: "Engine", index: str, runner: Runner, compiled: Mapp
                 t = _epoch(hit["_source"].get("@timestamp"))
             if t is not None and t < start:
                 tracker.observe(event, t)
+
+
+def broad_prefilter(query: Mapping[str, Any]) -> bool:
+    """Whether a prefilter admits events by existence alone (no term, pattern or number must hold): a
+    new-terms rule keyed on such a selection would have the engine return almost every event."""
+    if "bool" not in query:
+        return next(iter(query), "") in ("match_all", "exists", "range")
+    b = query["bool"]
+    parts = list(b.get("filter") or []) + list(b.get("must") or [])
+    if b.get("should"):
+        parts += list(b["should"])
+    return all(broad_prefilter(c) for c in parts)  # must_not parts only narrow
+
+
+def _composite(engine: "Engine", index: str, query: dict[str, Any], fields: Sequence[str],
+               page_size: int) -> Iterator[dict[str, Any]]:
+    """Every bucket of a composite aggregation over ``fields`` (their index fields), with the first and
+    last @timestamp of each."""
+    after = None
+    while True:
+        comp: dict[str, Any] = {"size": page_size,
+                                "sources": [{str(i): {"terms": {"field": _agg_field(f)}}} for i, f in enumerate(fields)]}
+        if after is not None:
+            comp["after"] = after
+        body = {"size": 0, "query": query, "track_total_hits": False,
+                "aggs": {"t": {"composite": comp, "aggs": {"first": {"min": {"field": "@timestamp"}},
+                                                           "last": {"max": {"field": "@timestamp"}}}}}}
+        res = engine.search(f"/{index}/_search", body)["aggregations"]["t"]
+        yield from res["buckets"]
+        after = res.get("after_key")
+        if not res["buckets"] or after is None:
+            return
+
+
+def new_term_hits(engine: "Engine", index: str, runner: Runner, compiled: Mapping[str, CompiledRule],
+                  rule_ids: Sequence[str], start: float, end: float, *, source: Any = True,
+                  page_size: int = 1000) -> list[dict[str, Any]]:
+    """What a new-terms rule with a broad selection needs of [start, end), without reading every event it
+    matches: one composite aggregation of its term tuples there (first and last time of each). A tuple
+    its tracker knows (seen within the history before its first time here) cannot alert in a window no
+    longer than the history: the tracker just learns its last time. Only the documents of the other
+    tuples — new ones, rare by nature — are returned, for the runner to judge and alert on exactly as
+    ``scan`` does. A window longer than the rule's history reads all of its documents."""
+    out: list[dict[str, Any]] = []
+    window = {"range": {"@timestamp": {"gte": _ms(start), "lt": _ms(end, up=True) + 1, "format": "epoch_millis"}}}
+    for rid in rule_ids:
+        tracker, c = runner.new_terms[rid], compiled[rid]
+        fields = tracker.rule.new_terms.fields  # type: ignore[union-attr]
+        query = {"bool": {"filter": [c.query, window]}}
+        if end - start > tracker.history:
+            out += search_hits(engine, index, query, source=source, page_size=page_size)
+            continue
+        new: list[dict[str, Any]] = []
+        for b in _composite(engine, index, query, fields, page_size):
+            terms = tuple(str(b["key"][str(i)]).lower() for i in range(len(fields)))
+            first, last = b["first"]["value"] / 1000.0, b["last"]["value"] / 1000.0
+            seen = tracker.seen.get(terms)
+            if seen is not None and first + 0.001 - seen <= tracker.history:
+                tracker.seen[terms] = max(seen, last)  # known: no alert possible here; learn its last time
+            else:
+                new.append({"bool": {"filter": [{"term": {_agg_field(f): b["key"][str(i)]}}
+                                                for i, f in enumerate(fields)]}})
+        for group in clause_groups(new):
+            out += search_hits(engine, index, {"bool": {"filter": [query], "should": group, "minimum_should_match": 1}},
+                               source=source, page_size=page_size)
+    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -584,6 +691,16 @@ class WindowResult:
     states: dict[float, dict[str, Any]] = field(default_factory=dict)  # checkpoint -> saved state
 
 
+def _unique(hits: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Merged hit streams with each document once (equal documents have equal keys, so they are adjacent)."""
+    prev: tuple[Any, Any] | None = None
+    for h in hits:
+        key = (h.get("_index"), h["_id"])
+        if key != prev:
+            yield h
+        prev = key
+
+
 def _hit_key(hit: Mapping[str, Any]) -> tuple:
     """Event-time order (microseconds), then the engine's old tie-breakers: stage time (ms), auditID, stage."""
     src = hit["_source"]
@@ -613,13 +730,22 @@ class EngineDetector:
         # whole documents: the engine returns a stored _source as it is, while filtering it parses every one
         self.source: Any = True
         self.prefilters = prefilter_pack(self.compiled)
-        self.clauses = {r: c.query for r, c in self.prefilters.items() if c.query != MATCH_NONE}
+        bases = {str(ref.rule.id) for r in pack.correlations for ref in r.sigma.rules}  # type: ignore[union-attr]
+        #: new-terms rules keyed on a broad selection: judged from an aggregation (:func:`new_term_hits`)
+        self.term_rules = sorted(
+            r.id for r in pack.single
+            if r.new_terms and r.generate and r.id not in bases and r.id in self.compiled
+            and _terms_agg_ok(r, self.compiled[r.id]) and broad_prefilter(self.prefilters[r.id].query))
+        self.clauses = {r: c.query for r, c in self.prefilters.items()
+                        if c.query != MATCH_NONE and r not in self.term_rules}
         self.stats = ReadStats()
         self._pit: str | None = None
         self._pit_tried = False
         self.active: list[str] | None = None  # rules the current requests carry (None: all)
         self._planned: list[str] | None = None  # rules matching anything in the range density() planned
         self._runner: Runner | None = None
+        #: single-event rules some correlation counts (what a lookback before a window must read)
+        self.correlation_bases = sorted(bases & set(self.compiled))
 
     # ------------------------------------------------------------------ requests
 
@@ -627,10 +753,10 @@ class EngineDetector:
         self.stats.requests += 1
         if self._pit is not None:
             body["pit"] = {"id": self._pit, "keep_alive": _KEEP_ALIVE}
-            resp = self.engine.request("POST", "/_search", body=body)
+            resp = self.engine.search("/_search", body)
             self._pit = resp.get("pit_id", self._pit)
             return resp
-        return self.engine.request("POST", f"/{self.index}/_search", body=body)
+        return self.engine.search(f"/{self.index}/_search", body)
 
     def _ensure_pit(self) -> None:
         if not self._pit_tried:  # engines or roles without point-in-time: plain searches (see _fetch)
@@ -803,18 +929,26 @@ class EngineDetector:
         return out
 
     def read(self, start: float, end: float,
-             density: Sequence[tuple[float, float, int, int]] | None = None) -> Iterator[dict[str, Any]]:
+             density: Sequence[tuple[float, float, int, int]] | None = None,
+             rules: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Matching documents with event time in [start, end), in event-time order; each hit gets ``_t``.
 
         Without ``density`` (a scheduled window) one request usually does it all; with it (a backfill
-        step, planned up front) the slices come from it and events are counted from it."""
+        step, planned up front) the slices come from it and events are counted from it. With ``rules``
+        only those rules' prefilters are read (a lookback: its events are not counted as searched)."""
         if not self.clauses:
             return
         a, b = _ms(start), _ms(end) + 1
-        self.active = self._planned if density is not None else None
+        if rules is not None:
+            self.active = [r for r in rules if r in self.clauses]
+            if not self.active:
+                return
+            density = None
+        else:
+            self.active = self._planned if density is not None else None
         if density is None:
             hits, total = self._fetch_window(a, b)
-            self.stats.events += total
+            self.stats.events += total if rules is None else 0
             if hits is not None:
                 yield from self._ordered(hits, start, end)
                 return
@@ -878,9 +1012,22 @@ class EngineDetector:
         states: dict[float, dict[str, Any]] = {}
         out: list[Alert] = []
         keys = self.keys
-        if replay:  # the whole first millisecond, as the engine's range gives it (alerts are cut below)
+        hits: Iterator[dict[str, Any]] = self.read(start, end, density)
+        if self.term_rules:
+            extra = self._ordered(new_term_hits(self.engine, self.index, runner, self.compiled, self.term_rules,
+                                                start, end, source=self.source, page_size=self.page_size), start, end)
+            self.stats.requests += len(self.term_rules)
+            if extra:
+                hits = _unique(heapq.merge(hits, extra, key=_hit_key))
+        if replay and lo < start:
+            # The lookback rebuilds state only (its alerts are cut below): the correlations' base rules'
+            # documents, plus every rule's over the last pending horizon (a request's earlier stage
+            # waiting there for its final stage in the window); from the whole first millisecond.
             lo = (math.floor(lo * 1000) - 0.5) / 1000
-        for hit in self.read(lo, end, None if replay else density):
+            near = max(lo, start - runner.pending_horizon)
+            hits = itertools.chain(self.read(lo, near, rules=self.correlation_bases) if lo < near else iter(()),
+                                   self.read(near, start, rules=list(self.clauses)), hits)
+        for hit in hits:
             t = hit["_t"]
             while pending and t >= pending[0]:
                 states[pending[0]] = self._saved(runner, pending[0])

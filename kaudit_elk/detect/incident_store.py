@@ -67,7 +67,7 @@ def _search(engine: "Engine", index: str, query: dict[str, Any], source: Any = T
                                           "kaudit.incident.id": "asc"}]}
         if after is not None:
             body["search_after"] = after
-        resp = engine.request("POST", f"/{index}/_search", body=body, ignore=(404,))
+        resp = engine.search(f"/{index}/_search", body, ignore=(404,))
         hits = ((resp or {}).get("hits") or {}).get("hits") or []
         yield from hits
         if len(hits) < _PAGE:

@@ -427,6 +427,7 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
     run_id = f"{int(time.time() * 1000):x}"
     rule_ids = [r.id for r in pack.rules]
     began = time.monotonic()
+    busy = engine.busy_retries
 
     require_bootstrapped(engine, options.namespace, purpose="detect")
     pending = pending_alerts(engine, names)
@@ -486,6 +487,9 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
                                       time.monotonic() - began, total))
         st = detector.stats
     result.events, result.matched, result.requests, result.replays = st.events, st.fetched, st.requests, st.replays
+    if engine.busy_retries > busy:
+        result.notes.append(f"detect: the engine was busy (HTTP 429/503): {engine.busy_retries - busy} reads "
+                            "waited and were retried")
     return result
 
 

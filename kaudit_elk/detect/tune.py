@@ -36,7 +36,7 @@ def alerts_from_engine(engine: "Engine", namespace: str, start: datetime, end: d
                                 "sort": [{"@timestamp": "asc"}, {"kaudit.alert.id": "asc"}]}
         if after is not None:
             body["search_after"] = after
-        resp = engine.request("POST", f"/{index}/_search", body=body, ignore=(404,))
+        resp = engine.search(f"/{index}/_search", body, ignore=(404,))
         hits = ((resp or {}).get("hits") or {}).get("hits") or []
         for h in hits:
             yield h["_source"]

@@ -180,3 +180,31 @@ def test_basic_auth_right_and_wrong(engine: Engine, auth_proxy: str) -> None:
     with pytest.raises(EngineError, match="authentication failed \\(HTTP 401\\)") as exc:
         connect(Settings(url=auth_proxy, username="auditor", password="wrong", timeout=20))
     assert "wrong" not in str(exc.value) and "s3cret" not in str(exc.value)
+
+
+def _breaker(engine: Engine, limit: str | None) -> None:
+    engine.request("PUT", "/_cluster/settings", {"transient": {"indices.breaker.request.limit": limit}})
+
+
+def test_a_read_waits_out_a_tripped_circuit_breaker(engine: Engine, unique_name: str) -> None:
+    """A real tripped request breaker answers 429; a search waits it out (detect keeps running through a
+    busy spell) and, without a retry budget, fails with the engine's own reason."""
+    from kaudit_elk.cluster.engine import EngineRequestError
+
+    engine.request("PUT", f"/{unique_name}/_doc/1", {"user": "alice"}, params={"refresh": "true"})
+    agg = {"size": 0, "aggs": {"u": {"terms": {"field": "user.keyword"}}}}
+    try:
+        _breaker(engine, "1b")
+        with pytest.raises(EngineRequestError) as err:
+            engine.search(f"/{unique_name}/_search", agg, retry_for=0)
+        assert err.value.status == 429 and "circuit_breaking_exception" in str(err.value)
+        before = engine.busy_retries
+        timer = threading.Timer(1.5, _breaker, (engine, None))
+        timer.start()
+        body = engine.search(f"/{unique_name}/_search", agg)
+        timer.join()
+        assert [b["key"] for b in body["aggregations"]["u"]["buckets"]] == ["alice"]
+        assert engine.busy_retries > before
+    finally:
+        _breaker(engine, None)
+        engine.request("DELETE", f"/{unique_name}", ignore=(404,))

@@ -55,3 +55,21 @@ def test_every_rule_of_the_shipped_pack_has_a_prefilter_of_cheap_leaves_only() -
             if c.exact:  # kept whole: only when the rule's query was exact and cheap already
                 assert c.query == compiled[rid].query and compiled[rid].exact
         assert narrowed >= len(pre) * 3 // 4  # most rules keep a selective prefilter
+
+
+def test_a_case_insensitive_term_or_a_few_literals_stays_but_an_open_pattern_is_widened() -> None:
+    admins = {"regexp": {"kubernetes.audit.user.username": {
+        "value": "(admin|kubernetes\\-admin|minikube\\-user)", "case_insensitive": True}}}
+    name = {"term": {"kubernetes.audit.user.username": {"value": "Alice", "case_insensitive": True}}}
+    assert _cheap_leaf(admins) and _cheap_leaf(name)  # a few terms of the dictionary, read lazily
+    assert not _cheap_leaf(USER) and not _cheap_leaf(URI)  # system:.* / *exec*: thousands of terms
+    many = {"regexp": {"kubernetes.audit.user.username": {"value": "|".join(f"u{i}" for i in range(17))}}}
+    assert not _cheap_leaf(many)
+    assert cheap_superset({"bool": {"filter": [admins, URI]}}) == admins
+
+
+def test_no_rule_of_the_shipped_pack_makes_the_engine_return_every_event() -> None:
+    pack = load_rules([default_pack_dir()])
+    for flavor in ("opensearch", "elasticsearch"):
+        pre = prefilter_pack(compile_pack(pack, QueryTarget(flavor)))
+        assert [r for r, c in pre.items() if c.query == MATCH_ALL] == []
