@@ -10,7 +10,11 @@ on the real engines).
 
 from __future__ import annotations
 
+import copy
+import random
 from typing import Any
+
+from kaudit_elk.events import fieldspec as fs
 
 BOTH = frozenset({"opensearch", "elasticsearch"})
 ES = frozenset({"elasticsearch"})
@@ -98,3 +102,37 @@ CASES: list[tuple[str, dict[str, Any], list[str] | None, frozenset[str]]] = [
 def events() -> list[tuple[str, dict[str, Any], list[str] | None, frozenset[str]]]:
     """(name, complete event, expected kaudit.body.untyped, flavors refusing the unfixed document)."""
     return [(name, event(name, fragment), untyped, refused) for name, fragment, untyped, refused in CASES]
+
+
+#: Values put at typed paths (no integer beyond 64 signed bits: OpenSearch's script processors refuse those).
+_LEAVES = ["x", "", 0, -1, 2**31 - 1, -(2**31), 2**31, 2**40, 1.5, True, False, None, {}, {"a": 1}, [], ["a"], [1],
+           [True], [{"a": 1}], [None], [["a"]], [[{"a": 1}]], ["a", {"b": 1}], [1, "a", False]]
+#: Keys put on the way to a typed path: dotted, empty, blank (ASCII, Java-only and Unicode blanks), or plain.
+_ODD_KEYS = ["", " ", ".x", "a.", "a..b", "type.x", "spec.type", "\u3000", "\x1c", "\u00a0x", "x.\u2003", "naïve"]
+
+
+def mutants(rng: random.Random, n: int) -> list[dict]:
+    """Pods and Roles with a random value at a random typed path (or a random odd key on the way)."""
+    paths = [p.split(".", 3)[3] for p in fs.ELASTIC_BODY_FIELDS if p.startswith("kubernetes.audit.requestObject.")]
+    out = []
+    for i in range(n):
+        body = {"kind": "Pod", "spec": {"containers": [{"name": "a", "image": "nginx"}], "hostPID": True},
+                "rules": [{"verbs": ["get"], "resources": ["pods"]}]}
+        steps = rng.choice(paths).split(".")
+        steps = steps[: rng.randint(1, len(steps))]
+        if rng.random() < 0.2:
+            steps[rng.randrange(len(steps))] = rng.choice(_ODD_KEYS)
+        node = body
+        for step in steps[:-1]:
+            nxt = node.get(step)
+            if isinstance(nxt, list) and nxt and isinstance(nxt[0], dict):
+                nxt = nxt[0]
+            if not isinstance(nxt, dict):
+                nxt = node[step] = {}
+            node = nxt
+        node[steps[-1]] = copy.deepcopy(rng.choice(_LEAVES))
+        out.append({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": f"m{i}", "stage": "ResponseComplete",
+                    "verb": "create", "requestReceivedTimestamp": "2026-01-01T00:00:00.000001Z",
+                    "objectRef": {"resource": "pods", "namespace": "d", "name": "p", "apiVersion": "v1"},
+                    "requestObject": body, "responseObject": copy.deepcopy(body)})
+    return out

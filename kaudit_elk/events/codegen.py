@@ -130,7 +130,7 @@ _PY_COND = {
     "true": "{v} is True",
     "str": "isinstance({v}, str)",
     "nonempty_str": "isinstance({v}, str) and {v}",
-    "int": "isinstance({v}, int)",
+    "int": "type({v}) is int",  # not a bool (the pipeline and the native path do not take one either)
     "nonnull": "{v} is not None",
 }
 

@@ -43,7 +43,7 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
         spec_security_context = spec.get("securityContext")
         if isinstance(spec_security_context, dict):
             spec_security_context_run_as_user = spec_security_context.get("runAsUser")
-            if isinstance(spec_security_context_run_as_user, int) and spec_security_context_run_as_user not in f_run_as_user:
+            if type(spec_security_context_run_as_user) is int and spec_security_context_run_as_user not in f_run_as_user:
                 f_run_as_user.append(spec_security_context_run_as_user)
             spec_security_context_seccomp_profile = spec_security_context.get("seccompProfile")
             if isinstance(spec_security_context_seccomp_profile, dict):
@@ -76,7 +76,7 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
                                         if isinstance(c_security_context_capabilities_add_item, str) and c_security_context_capabilities_add_item not in f_capabilities_add:
                                             f_capabilities_add.append(c_security_context_capabilities_add_item)
                             c_security_context_run_as_user = c_security_context.get("runAsUser")
-                            if isinstance(c_security_context_run_as_user, int) and c_security_context_run_as_user not in f_run_as_user:
+                            if type(c_security_context_run_as_user) is int and c_security_context_run_as_user not in f_run_as_user:
                                 f_run_as_user.append(c_security_context_run_as_user)
                             c_security_context_seccomp_profile = c_security_context.get("seccompProfile")
                             if isinstance(c_security_context_seccomp_profile, dict):
@@ -91,7 +91,7 @@ def pod_fields(specs: list[dict[str, Any]]) -> dict[str, Any]:
                             for c_ports_item in c_ports:
                                 if isinstance(c_ports_item, dict):
                                     c_ports_item_host_port = c_ports_item.get("hostPort")
-                                    if isinstance(c_ports_item_host_port, int) and c_ports_item_host_port not in f_host_ports:
+                                    if type(c_ports_item_host_port) is int and c_ports_item_host_port not in f_host_ports:
                                         f_host_ports.append(c_ports_item_host_port)
                         c_image = c.get("image")
                         if isinstance(c_image, str) and c_image not in f_images:

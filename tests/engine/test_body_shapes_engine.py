@@ -26,7 +26,9 @@ from kaudit_elk.events.normalize import normalize
 from kaudit_elk.events.pipeline import build_pipeline
 from kaudit_elk.rules.loader import default_pack_dir, load_rules
 from kaudit_elk.rules.runner import Runner
-from tests.body_shapes import event, events
+import random
+
+from tests.body_shapes import event, events, mutants
 
 pytestmark = pytest.mark.engine
 
@@ -128,6 +130,20 @@ def test_pipeline_matches_the_normalizer_on_every_shape_case(pipeline_engine):
         src = result["doc"]["_source"]
         assert src["kaudit"]["body"].get("untyped") == untyped, name
         assert src == normalize(ev), f"{name}: pipeline and normalizer differ"
+
+
+def test_pipeline_matches_the_normalizer_on_random_bad_and_good_bodies(pipeline_engine):
+    """Random values and odd keys at the typed paths: the painless walk removes what Python removes."""
+    cases = mutants(random.Random(20261202), 300)
+    assert sum(bool(normalize(ev)["kaudit"]["body"].get("untyped")) for ev in cases) > 100
+    for start in range(0, len(cases), 100):
+        batch = cases[start:start + 100]
+        body = {"pipeline": build_pipeline(pipeline_engine.flavor),
+                "docs": [{"_source": {"message": orjson.dumps(ev).decode()}} for ev in batch]}
+        results = pipeline_engine.request("POST", "/_ingest/pipeline/_simulate", body=body)["docs"]
+        for ev, result in zip(batch, results):
+            assert "error" not in result, f"{ev['requestObject']}: {result['error']}"
+            assert result["doc"]["_source"] == normalize(ev), f"pipeline and normalizer differ on {ev['requestObject']}"
 
 
 # ---- detection is not blinded ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from kaudit_elk.events import fastpath
 from kaudit_elk.events import fieldspec as fs
 from kaudit_elk.events.bodyshape import fit_body
 from kaudit_elk.events.normalize import DEFAULT, normalize
-from tests.body_shapes import events
+from tests.body_shapes import events, mutants
 
 CASES = events()
 IDS = [name for name, *_ in CASES]
@@ -113,42 +113,11 @@ def test_the_shape_trees_cover_every_typed_body_path() -> None:
         assert node == {"kind": fs.BODY_SHAPE_OF_TYPE[kind]}
 
 
-_LEAVES = ["x", "", 0, -1, 2**31, 2**40, 1.5, True, False, None, {}, {"a": 1}, [], ["a"], [1], [True], [{"a": 1}],
-           [None], [["a"]], [[{"a": 1}]], ["a", {"b": 1}]]
-
-
-def _mutants(rng: random.Random, n: int) -> list[dict]:
-    """Pods and Roles with a random value at a random typed path (or a random odd key on the way)."""
-    paths = [p.split(".", 3)[3] for p in fs.ELASTIC_BODY_FIELDS if p.startswith("kubernetes.audit.requestObject.")]
-    out = []
-    for i in range(n):
-        body = {"kind": "Pod", "spec": {"containers": [{"name": "a", "image": "nginx"}], "hostPID": True},
-                "rules": [{"verbs": ["get"], "resources": ["pods"]}]}
-        steps = rng.choice(paths).split(".")
-        steps = steps[: rng.randint(1, len(steps))]
-        if rng.random() < 0.2:
-            steps[rng.randrange(len(steps))] = rng.choice(["", " ", ".x", "a..b", "type.x", "\u3000"])
-        node = body
-        for step in steps[:-1]:
-            nxt = node.get(step)
-            if isinstance(nxt, list) and nxt and isinstance(nxt[0], dict):
-                nxt = nxt[0]
-            if not isinstance(nxt, dict):
-                nxt = node[step] = {}
-            node = nxt
-        node[steps[-1]] = copy.deepcopy(rng.choice(_LEAVES))
-        out.append({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": f"m{i}", "stage": "ResponseComplete",
-                    "verb": "create", "requestReceivedTimestamp": "2026-01-01T00:00:00.000001Z",
-                    "objectRef": {"resource": "pods", "namespace": "d", "name": "p", "apiVersion": "v1"},
-                    "requestObject": body, "responseObject": copy.deepcopy(body)})
-    return out
-
-
 def test_random_bodies_python_fits_them_and_native_agrees_or_declines() -> None:
     line = _native()
     rng = random.Random(20261202)
     declined = matched = 0
-    for event in _mutants(rng, 600):
+    for event in mutants(rng, 600):
         doc = normalize(event)
         untyped = doc["kaudit"]["body"].get("untyped")
         for raw in fs.BODY_SHAPES:
@@ -171,7 +140,7 @@ def test_the_lean_check_never_passes_a_body_the_full_walk_changes() -> None:
 
     rng = random.Random(7)
     passed = 0
-    for event in _mutants(rng, 600) + [ev for _, ev, _, _ in CASES]:
+    for event in mutants(rng, 600) + [ev for _, ev, _, _ in CASES]:
         for raw in fs.BODY_SHAPES:
             body = event.get(raw)
             if not isinstance(body, dict):
