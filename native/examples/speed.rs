@@ -1,6 +1,8 @@
 //! cargo run --release --example speed --no-default-features -- FILE.jsonl
-use kaudit_elk_native::{json, normalize};
+use kaudit_elk_native::{bodyshape, json, normalize};
 use std::time::Instant;
+
+const SHAPE: &str = r#"{"kind":"object","keys":{"spec":{"kind":"object","keys":{"type":{"kind":"scalar"},"hostNetwork":{"kind":"boolean"},"containers":{"kind":"object","keys":{"image":{"kind":"scalar"},"securityContext":{"kind":"object","keys":{"privileged":{"kind":"boolean"},"runAsUser":{"kind":"integer"}}}}}}},"rules":{"kind":"object","keys":{"verbs":{"kind":"scalar"}}}}}"#;
 
 fn s(v: &[&str]) -> Vec<String> { v.iter().map(|x| x.to_string()).collect() }
 
@@ -17,6 +19,9 @@ fn main() {
         write_verbs: s(&["create", "delete", "patch", "update"]), verb_types: vec![("create".into(), "creation".into())],
         service_resources: s(&["services"]), pod_markers: s(&["containers", "initContainers", "ephemeralContainers", "volumes", "hostNetwork", "hostPID", "hostIPC"]),
         body_copies: s(&["request", "response"]),
+        // a part of fieldspec.BODY_SHAPES (the package passes the whole trees from fastpath.native_spec)
+        body_shapes: (0..2).map(|_| bodyshape::Shape::from_json(&json::parse(SHAPE.as_bytes()).unwrap()).unwrap()).collect(),
+        shape_rules: bodyshape::Rules { low: -(1 << 31), high: (1 << 31) - 1, blanks: " \t\n\r".chars().collect() },
     };
     let n = 100_000;
     let (mut tp, mut tn) = (f64::MAX, f64::MAX);

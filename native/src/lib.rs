@@ -6,7 +6,7 @@
 //! (envelopes, wrong types, floats, oversized bodies, odd timestamps, ...): the caller then
 //! takes the Python path, which stays the reference and the one place errors are worded.
 
-mod bodyshape;
+pub mod bodyshape;
 mod fields;
 pub mod json;
 pub mod normalize;
