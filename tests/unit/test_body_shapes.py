@@ -29,7 +29,7 @@ IDS = [name for name, *_ in CASES]
 def _native():
     if not fastpath.available():
         if os.environ.get("KAUDIT_REQUIRE_NATIVE") == "1":
-            pytest.fail("KAUDIT_REQUIRE_NATIVE=1 but the native module is not installed (pip install ./native)")
+            pytest.fail("KAUDIT_REQUIRE_NATIVE=1 but the native module is not installed or older than fastpath.MIN_NATIVE_VERSION (pip install ./native)")
         pytest.skip("native fast path not installed")
     line = fastpath.line_normalizer(DEFAULT)
     assert line is not None

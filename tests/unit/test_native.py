@@ -25,7 +25,7 @@ from kaudit_elk.events.normalize import DEFAULT, NormalizeError, NormalizeOption
 
 if not fastpath.available():
     if os.environ.get("KAUDIT_REQUIRE_NATIVE") == "1":
-        raise RuntimeError("KAUDIT_REQUIRE_NATIVE=1 but kaudit_elk_native is not installed (pip install ./native)")
+        raise RuntimeError("KAUDIT_REQUIRE_NATIVE=1 but kaudit_elk_native is not installed or older than fastpath.MIN_NATIVE_VERSION (pip install ./native)")
     pytest.skip("kaudit_elk_native is not installed", allow_module_level=True)
 
 INPUTS = Path(__file__).resolve().parents[1] / "golden" / "inputs"

@@ -58,7 +58,7 @@ def test_python_normalizer_yields_the_rows_value(name: str) -> None:
 def test_native_fast_path_yields_the_rows_value(name: str) -> None:
     if not fastpath.available():
         if os.environ.get("KAUDIT_REQUIRE_NATIVE") == "1":
-            pytest.fail("KAUDIT_REQUIRE_NATIVE=1 but the native module is not installed (pip install ./native)")
+            pytest.fail("KAUDIT_REQUIRE_NATIVE=1 but the native module is not installed or older than fastpath.MIN_NATIVE_VERSION (pip install ./native)")
         pytest.skip("native fast path not installed")
     line = fastpath.line_normalizer(DEFAULT)
     assert line is not None
