@@ -742,7 +742,6 @@ class EngineDetector:
         self._pit: str | None = None
         self._pit_tried = False
         self.active: list[str] | None = None  # rules the current requests carry (None: all)
-        self._planned: list[str] | None = None  # rules matching anything in the range density() planned
         self._runner: Runner | None = None
         #: single-event rules some correlation counts (what a lookback before a window must read)
         self.correlation_bases = sorted(bases & set(self.compiled))
@@ -801,8 +800,7 @@ class EngineDetector:
 
     def _plan(self, a: int, b: int, events: bool = False) -> tuple[list[tuple[int, int, int]], int, int]:
         """One request: (non-empty buckets of [a, b) as (start ms, matching documents, events), their
-        width in ms, the events stored in [a, b)) — events per bucket and in all only when asked, and
-        then also which rules match anything in [a, b) (:attr:`active`). With several clause groups a
+        width in ms, the events stored in [a, b)) — events per bucket and in all only when asked. With several clause groups a
         bucket's matching documents are the largest count of any group (each group's slice fetch
         then fits in what is planned for it)."""
         width = max(1, -(-(b - a) // _BUCKETS))
@@ -810,10 +808,10 @@ class EngineDetector:
         groups = self._groups()
         per_group = {f"m{i}": {"filter": g, "aggs": {"t": hist}} for i, g in enumerate(groups)}
         if events:
-            # each filter of a filters aggregation is a query of its own: the clause limit holds per rule
+            # (which rules match anything at all is not asked: a filter per rule over every event of the
+            # range cost more than the later requests save by carrying fewer clauses)
             body = {"size": 0, "track_total_hits": True, "query": {"bool": {"filter": [self._ms_range(a, b)]}},
-                    "aggs": {"e": hist, **per_group,
-                             "r": {"filters": {"filters": {r: self.clauses[r] for r in self.clauses}}}}}
+                    "aggs": {"e": hist, **per_group}}
         elif len(groups) == 1:  # only the matching documents are visited
             body = {"size": 0, "track_total_hits": False,
                     "query": {"bool": {"filter": [self._ms_range(a, b), groups[0]]}},
@@ -836,22 +834,19 @@ class EngineDetector:
             buckets.sort()
         total = 0
         if events:
-            self.active = [r for r, x in aggs["r"]["buckets"].items() if x["doc_count"]]
             t = resp["hits"]["total"]
             total = t["value"] if isinstance(t, dict) else int(t)
         return buckets, width, total
 
     def density(self, start: float, end: float) -> list[tuple[float, float, int, int]]:
         """One request for a backfill's plan: about a thousand time buckets of [start, end) as (start,
-        end, matching documents, events), empty ones left out. Windows read with it then carry only the
-        queries of the rules that match anything in the range (each request parses fewer clauses)."""
+        end, matching documents, events), empty ones left out."""
         if not self.clauses:
             return []
         self._ensure_pit()
         self.active = None
         a, b = _ms(start), _ms(end) + 1
         buckets, width, _ = self._plan(a, b, events=True)
-        self._planned = self.active
         return [(max(a, k) / 1000.0, min(b, k + width) / 1000.0, m, n) for k, m, n in buckets]
 
     def _buckets(self, a: int, b: int) -> list[tuple[int, int, int]]:
@@ -945,7 +940,7 @@ class EngineDetector:
                 return
             density = None
         else:
-            self.active = self._planned if density is not None else None
+            self.active = None
         if density is None:
             hits, total = self._fetch_window(a, b)
             self.stats.events += total if rules is None else 0
