@@ -435,3 +435,53 @@ def test_new_terms_on_source_ips_are_primed_from_an_aggregation(engine, tmp_path
     assert sorted(a["kaudit"]["alert"]["id"] for a in alerts) == sorted(a["kaudit"]["alert"]["id"] for a in local)
     assert [a["kaudit"]["alert"]["audit_ids"] for a in alerts] == [["w3"]]
     assert alerts[0]["kaudit"]["alert"]["new_terms"]["sourceIPs"] == "10.9.9.9"
+
+
+def test_a_broad_new_terms_rule_reads_only_new_tuples_and_alerts_like_scan(engine, tmp_path, fresh_namespace):
+    """A new-terms rule whose selection is nearly every request (a user outside the allowed list, once per
+    user per day) is judged from a composite aggregation: the window's known users cost no document, only
+    the new user's and the returning one's (last seen more than the history before) are read — both
+    stages of a long request — and the alerts are scan's."""
+    import shutil
+
+    from kaudit_elk.detect.engine_search import EngineDetector
+    from kaudit_elk.detect.scan import scan_events
+    from kaudit_elk.cluster.templates import Names
+
+    rule_dir = tmp_path / "rules"
+    rule_dir.mkdir()
+    shutil.copy(default_pack_dir() / "authn_authz" / "disallowed-user.yml", rule_dir)
+    pack = load_rules([rule_dir])
+    window = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)
+
+    def call(aid: str, user: str, at: datetime, stage: str = "ResponseComplete") -> dict:
+        ts = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": aid, "stage": stage,
+                "verb": "list", "requestURI": "/api/v1/pods", "userAgent": "kubectl/v1.30.2",
+                "objectRef": {"resource": "pods", "apiVersion": "v1"}, "user": {"username": user},
+                "sourceIPs": ["10.0.0.7"], "responseStatus": {"code": 200},
+                "requestReceivedTimestamp": ts, "stageTimestamp": ts}
+
+    events = [
+        call("h1", "bob@example.com", window - timedelta(hours=2)),  # history: bob known
+        call("h2", "Carol@example.com", window - timedelta(days=2)),  # carol: seen, but more than 1 d ago
+        *[call(f"b{i}", "bob@example.com", window + timedelta(seconds=10 + i)) for i in range(5)],
+        call("c1", "carol@example.com", window + timedelta(seconds=30)),
+        call("d1", "dave@example.com", window + timedelta(seconds=40), "ResponseStarted"),
+        call("d1", "dave@example.com", window + timedelta(seconds=41)),
+        call("d2", "dave@example.com", window + timedelta(seconds=50)),
+        call("s1", "system:kube-scheduler", window + timedelta(seconds=60)),  # not selected
+    ]
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    stats = ingest(engine, [str(path)], IngestOptions(namespace=fresh_namespace, dead_letter=None, refresh=True))
+    assert stats.indexed == len(events)
+    start, end = window.timestamp(), (window + timedelta(minutes=5)).timestamp()
+    with EngineDetector(engine, Names(fresh_namespace).stream, pack) as det:
+        assert det.term_rules == [pack.single[0].id]
+        alerts = det.window(start, end, lookback=0.0).alerts
+        fetched = det.stats.fetched
+    local = [a for a in scan_events(events, pack) if a["@timestamp"] >= window.strftime("%Y-%m-%dT%H:%M:%S")]
+    assert sorted(a["kaudit"]["alert"]["id"] for a in alerts) == sorted(a["kaudit"]["alert"]["id"] for a in local)
+    assert sorted(a["kaudit"]["alert"]["audit_ids"][0] for a in alerts) == ["c1", "d1"]
+    assert fetched == 4  # carol's one document and dave's three; none of bob's five
