@@ -393,7 +393,7 @@ _OPTION_METAVARS = {
     **dict.fromkeys(("--config", "--ca-certs", "--checkpoint", "--dead-letter", "--prometheus-textfile", "--out",
                      "--tls-cert", "--tls-key", "--client-ca", "--token-file", "--alerts", "--exceptions"), "FILE"),
     **dict.fromkeys(("--spool-dir", "--fs-location"), "DIR"),
-    **dict.fromkeys(("--overlap", "--delay", "--max-step", "--max-lookback", "--initial-lookback", "--interval",
+    **dict.fromkeys(("--overlap", "--delay", "--max-step", "--max-lookback", "--initial-lookback", "--max-replay", "--interval",
                      "--incident-gap", "--incident-max-span", "--rollover-age", "--max-data-age", "--max-detect-age",
                      "--api-key-expiration"), "DURATION"),
     **dict.fromkeys(("--since", "--until", "--from", "--to", "--verify-since"), "TIME"),

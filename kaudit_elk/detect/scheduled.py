@@ -72,6 +72,9 @@ class DetectOptions:
     max_lookback: timedelta = timedelta(days=7)
     initial_lookback: timedelta = timedelta(hours=1)
     since: datetime | None = None  # manual backfill: [since, until), positions untouched
+    # how far before a window the correlation replay (no usable saved state) may reach; None: a day for
+    # scheduled runs, for a backfill 4x the pack's longest correlation timespan (at least an hour)
+    max_replay: timedelta | None = None
     until: datetime | None = None
     min_severity: str = "informational"  # alerts below are neither stored nor sent
     # alerts below are stored (for dashboards, incidents) but not sent; None: as min_severity (the CLI: medium)
@@ -400,6 +403,22 @@ def finish_window(engine: Engine, names: Names, alerts: list[Alert], options: De
     return new
 
 
+#: The replay cap of a scheduled run (its saved state makes a replay the exception).
+SCHEDULED_REPLAY = timedelta(days=1)
+
+
+def replay_cap(pack: RulePack, options: DetectOptions) -> timedelta:
+    """How far before a window a correlation replay may reach. A backfill's events before ``--since``
+    only prime correlations, and a busy base rule never leaves a quiet timespan, so by default it
+    replays 4x the longest correlation timespan: exact for sliding counts whose evidence fits in it."""
+    if options.max_replay is not None:
+        return options.max_replay
+    if options.since is None:
+        return SCHEDULED_REPLAY
+    spans = [float(r.sigma.timespan.seconds) for r in pack.correlations]  # type: ignore[union-attr]
+    return max(timedelta(hours=1), timedelta(seconds=4 * max(spans, default=0.0)))
+
+
 def _plan_backfill(detector: EngineDetector, start: datetime, end: datetime,
                    max_step: timedelta) -> tuple[list[Window], list, int]:
     """Steps for a backfill, sized by the matches per time bucket (one planning request); the buckets;
@@ -467,7 +486,8 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
         saved: dict[float, dict[str, Any]] = {}
         for i, (start, end) in enumerate(windows):
             s, e = _epoch(start), _epoch(end)
-            out = detector.window(s, e, state=state, checkpoints=[c for c in wanted if s <= c <= e], density=density)
+            out = detector.window(s, e, state=state, checkpoints=[c for c in wanted if s <= c <= e], density=density,
+                                  max_lookback=replay_cap(pack, options).total_seconds())
             saved.update(out.states)
             state = out.states.get(e)
             found = out.alerts
