@@ -241,6 +241,7 @@ def _run_phase(ph: Phase, su: Engine, kube: Kube, alertmanager_url: str) -> Iter
         def log_caught_up() -> bool:
             expected = read_audit_files(files_now())
             ph.log_counts = stored_keys(su, ph.ns_log)
+            state["expected"] = expected
             state["missing"] = sorted(set(expected) - set(ph.log_counts))
             state["extra"] = sorted(set(ph.log_counts) - set(expected))
             return set(ph.log_counts) == set(expected)
@@ -253,7 +254,10 @@ def _run_phase(ph: Phase, su: Engine, kube: Kube, alertmanager_url: str) -> Iter
                                  f"{len(state['extra'])} not in the files (e.g. {state['extra'][:3]}); "
                                  f"files {[p.name for p in files_now()]}; ingest says: {tail}") from None
         ph.rotated_files = [p.name for p in files_now()[:-1]]
-        ph.file_keys = set(read_audit_files(files_now()))
+        # the files as they were when the index matched them: the apiserver keeps writing its own
+        # traffic, so a second read can hold events written a moment after the check (a CI run once
+        # failed on two such events, not yet indexed, that no later wait had been given)
+        ph.file_keys = set(state["expected"])
         all_files = sorted(p for p in audit_log.parent.glob("*.log"))
         ph.received = read_audit_files(all_files)
         ph.all_file_keys = set(ph.received)
