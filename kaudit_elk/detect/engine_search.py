@@ -529,23 +529,10 @@ def prime_new_terms(engine: "Engine", index: str, runner: Runner, compiled: Mapp
                                            "format": "epoch_millis"}}}
         query = {"bool": {"filter": [c.query, window]}}
         if agg:
-            after = None
-            while True:
-                comp: dict[str, Any] = {"size": page_size,
-                                        "sources": [{str(i): {"terms": {"field": _agg_field(f)}}}
-                                                    for i, f in enumerate(fields)]}
-                if after is not None:
-                    comp["after"] = after
-                body = {"size": 0, "query": query, "track_total_hits": False,
-                        "aggs": {"t": {"composite": comp, "aggs": {"last": {"max": {"field": "@timestamp"}}}}}}
-                res = engine.search(f"/{index}/_search", body)["aggregations"]["t"]
-                for b in res["buckets"]:
-                    terms = tuple(str(b["key"][str(i)]).lower() for i in range(len(fields)))
-                    t = b["last"]["value"] / 1000.0
-                    tracker.seen[terms] = max(tracker.seen.get(terms, t), t)
-                after = res.get("after_key")
-                if not res["buckets"] or after is None:
-                    break
+            for b in _composite(engine, index, query, fields, page_size):
+                terms = _bucket_terms(b, len(fields))
+                t = b["last"]["value"] / 1000.0
+                tracker.seen[terms] = max(tracker.seen.get(terms, t), t)
             continue
         for hit in search_hits(engine, index, query, source=SOURCE_FIELDS, page_size=page_size):
             event = doc_event(hit["_source"], keys)
@@ -568,6 +555,11 @@ def broad_prefilter(query: Mapping[str, Any]) -> bool:
     if b.get("should"):
         parts += list(b["should"])
     return all(broad_prefilter(c) for c in parts)  # must_not parts only narrow
+
+
+def _bucket_terms(bucket: Mapping[str, Any], n: int) -> tuple[str, ...]:
+    """A composite bucket's key as the tracker's term tuple (lowercased, as it compares terms)."""
+    return tuple(str(bucket["key"][str(i)]).lower() for i in range(n))
 
 
 def _composite(engine: "Engine", index: str, query: dict[str, Any], fields: Sequence[str],
@@ -610,7 +602,7 @@ def new_term_hits(engine: "Engine", index: str, runner: Runner, compiled: Mappin
             continue
         new: list[dict[str, Any]] = []
         for b in _composite(engine, index, query, fields, page_size):
-            terms = tuple(str(b["key"][str(i)]).lower() for i in range(len(fields)))
+            terms = _bucket_terms(b, len(fields))
             first, last = b["first"]["value"] / 1000.0, b["last"]["value"] / 1000.0
             seen = tracker.seen.get(terms)
             if seen is not None and first + 0.001 - seen <= tracker.history:

@@ -484,10 +484,11 @@ def run_detect(engine: Engine, pack: RulePack, options: DetectOptions, outputs: 
         resume = {w[1]: _epoch(w[1] - options.overlap) for w in windows} if scheduled else {}
         wanted = sorted(set(resume.values()) | {_epoch(w[1]) for w in windows})
         saved: dict[float, dict[str, Any]] = {}
+        replay = replay_cap(pack, options).total_seconds()
         for i, (start, end) in enumerate(windows):
             s, e = _epoch(start), _epoch(end)
             out = detector.window(s, e, state=state, checkpoints=[c for c in wanted if s <= c <= e], density=density,
-                                  max_lookback=replay_cap(pack, options).total_seconds())
+                                  max_lookback=replay)
             saved.update(out.states)
             state = out.states.get(e)
             found = out.alerts
